@@ -1,0 +1,5 @@
+"""Allows ``python -m deltaingest``."""
+
+from deltaingest.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Command-line entry points: parse arguments, build settings, call into the packages."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from deltaingest import __version__
+from deltaingest.config import Settings, load_settings
+from deltaingest.ingest.committer import Batch
+from deltaingest.ingest.decode import DecodeOptions, decode
+from deltaingest.ingest.errors import IngestError
+from deltaingest.locking.lease import LockError
+from deltaingest.table.hot import TableMissing
+from deltaingest.table.schema import SchemaError
+from deltaingest.table.storage import parse_key_values
+
+log = logging.getLogger("deltaingest")
+
+EXIT_USAGE = 2  # bad arguments, settings or input: retrying will not help
+EXIT_FAILED = 1  # the operation failed: a retry may succeed
+
+
+def _table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table", help="table URI: s3://bucket/path or a local path")
+    parser.add_argument("--config", type=Path, help="YAML settings file (schema, batching, lock, ...)")
+    parser.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE", help="delta-rs storage option"
+    )
+    parser.add_argument(
+        "--lock", choices=["auto", "none", "file", "dynamodb"], help="commit lock (default: auto)"
+    )
+    parser.add_argument("--lock-table", help="DynamoDB lock table name (default: deltaingest_locks)")
+    parser.add_argument(
+        "--no-create-lock-table",
+        action="store_true",
+        help="never create the DynamoDB lock table (for IAM roles without dynamodb:CreateTable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deltaingest", description="Real-time ingest into Delta Lake tables, and their upkeep."
+    )
+    parser.add_argument("--version", action="version", version=f"deltaingest {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    writer = commands.add_parser("writer", help="run the HTTP ingest server")
+    _table_arguments(writer)
+    writer.add_argument("--host", help="listen address (default 0.0.0.0)")
+    writer.add_argument("--port", type=int, help="ingest port (default 8080)")
+    writer.add_argument("--metrics-port", type=int, help="Prometheus port (default 9090)")
+
+    write = commands.add_parser("write", help="append an NDJSON file in batches, validating all of it first")
+    _table_arguments(write)
+    write.add_argument("--input", required=True, help="NDJSON file, or - for standard input")
+    write.add_argument("--batch-rows", type=int, default=100_000, help="rows per commit (default 100000)")
+    write.add_argument(
+        "--producer-id", help="exactly-once id: re-running the same input with the same id writes nothing twice"
+    )
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_kinds = bench.add_subparsers(dest="bench", required=True)
+    bench_writer = bench_kinds.add_parser("writer", help="commit and HTTP latency/throughput vs the naive baseline")
+    bench_writer.add_argument("--commits", type=int, default=300)
+    bench_writer.add_argument("--rows", type=int, default=1000, help="rows per commit")
+    bench_writer.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    bench_writer.add_argument("--http-seconds", type=float, default=10.0, help="duration of the HTTP load")
+    bench_writer.add_argument("--http-rows", type=int, default=5000, help="rows per HTTP request")
+    bench_writer.add_argument("--output", type=Path, help="also write the JSON report here")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.table:
+        overrides["table"] = {"uri": args.table}
+    if args.storage_option:
+        overrides["storageOptions"] = parse_key_values(args.storage_option)
+    locking: dict[str, Any] = {}
+    if args.lock:
+        locking["kind"] = args.lock
+    if args.lock_table:
+        locking["tableName"] = args.lock_table
+    if args.no_create_lock_table:
+        locking["createTable"] = False
+    if locking:
+        overrides["locking"] = locking
+    writer = {
+        key: value
+        for key, value in (
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+            ("metricsPort", getattr(args, "metrics_port", None)),
+        )
+        if value is not None
+    }
+    if writer:
+        overrides["writer"] = writer
+    return load_settings(args.config, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        if args.command == "bench":
+            from deltaingest.bench.writer import run as run_bench  # noqa: PLC0415 (dev-only dependencies)
+
+            return run_bench(args)
+        settings = settings_from(args)
+        if args.command == "writer":
+            from deltaingest.ingest.service import serve  # noqa: PLC0415 (keeps `--help` fast)
+
+            asyncio.run(serve(settings))
+            return 0
+        if args.command == "write":
+            return write_file(settings, args)
+    except (ValidationError, ValueError, SchemaError, TableMissing, IngestError) as err:
+        print(f"deltaingest: error: {_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except LockError as err:
+        print(f"deltaingest: lock error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _message(err: Exception) -> str:
+    return err.message if isinstance(err, IngestError) else str(err)
+
+
+def write_file(settings: Settings, args: argparse.Namespace) -> int:
+    """Decode and validate every batch of the input first, so bad input writes nothing; then commit."""
+    from deltaingest.ingest.service import open_writer  # noqa: PLC0415
+
+    if args.batch_rows < 1:
+        raise ValueError("--batch-rows must be at least 1")
+    writer = open_writer(settings)
+    try:
+        options = DecodeOptions(unknown_fields=settings.writer.unknown_fields, max_bytes=1 << 62)
+        batches = []
+        with _open_input(args.input) as stream:
+            for first_line, chunk in _chunks(stream, args.batch_rows):
+                try:
+                    data = decode(
+                        chunk, content_type="application/x-ndjson", content_encoding=None,
+                        schema=writer.table.schema, options=options,
+                    )
+                except IngestError as err:
+                    row = err.detail.get("row")
+                    if row is None:
+                        raise
+                    raise type(err)(err.message.replace(f"row {row}", f"line {first_line + row - 1}", 1)) from None
+                sequence = len(batches) if args.producer_id else None
+                batches.append(Batch(data, args.producer_id, sequence))
+        version, rows, skipped = writer.table.version(), 0, 0
+        for batch in batches:
+            result = writer.committer.commit([batch])
+            version = result.version
+            if result.written[0]:
+                rows += batch.data.num_rows
+            else:
+                skipped += batch.data.num_rows
+        print(json.dumps({"table": writer.table.uri, "version": version, "rows": rows, "skippedRows": skipped,
+                          "commits": len(batches)}))
+        return 0
+    finally:
+        writer.close()
+
+
+def _open_input(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    return contextlib.nullcontext(sys.stdin.buffer) if name == "-" else open(name, "rb")  # noqa: SIM115
+
+
+def _chunks(stream: IO[bytes], rows: int) -> Iterator[tuple[int, bytes]]:
+    """Groups of ``rows`` lines with the 1-based number of each group's first line."""
+    lines: list[bytes] = []
+    first = 1
+    for number, line in enumerate(stream, start=1):
+        if not lines:
+            first = number
+        lines.append(line)
+        if len(lines) == rows:
+            yield first, b"".join(lines)
+            lines = []
+    if lines:
+        yield first, b"".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

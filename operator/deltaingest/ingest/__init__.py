@@ -1,0 +1,1 @@
+"""The write path: decode and validate, group commit, one commit, the HTTP server."""

@@ -1,0 +1,176 @@
+"""One group commit: take the lock, bring the table up to date, drop already-committed sequences, append,
+stamp the commit with the fencing token, release. Runs on the single commit thread."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+from deltalake import write_deltalake
+from deltalake.transaction import CommitProperties, PostCommitHookProperties, Transaction
+
+from deltaingest.ingest.errors import CommitFailed
+from deltaingest.locking.lease import Lease, Lock, LockError, check_lease
+from deltaingest.metrics import Metrics
+from deltaingest.table.hot import HotTable
+
+log = logging.getLogger(__name__)
+
+# Checkpoints and log cleanup run in the background checkpointer, never inside a request's commit.
+_NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
+FENCING_TOKEN_KEY = "deltaingest.fencingToken"
+WRITER_KEY = "deltaingest.writer"
+COMMIT_ID_KEY = "deltaingest.commitId"
+# How many recent commits to search for one whose outcome was ambiguous.
+_HISTORY_SEARCH = 200
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The rows of one request, already validated, and its exactly-once identity if the producer sent one."""
+
+    data: pa.Table
+    producer: str | None = None
+    sequence: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """Where a group landed. ``written[i]`` is False when batch i was a retry of a committed sequence."""
+
+    version: int
+    written: tuple[bool, ...]
+
+
+def plan_writes(
+    batches: Sequence[Batch], committed: Callable[[str], int | None]
+) -> tuple[tuple[bool, ...], dict[str, int]]:
+    """Which batches to write, and the ``txn`` version to record per producer. Pure given ``committed``.
+
+    A batch whose sequence is at or below its producer's committed version was already written (a retry
+    after a lost acknowledgement) and is acknowledged without writing. Delta allows one ``txn`` per app id
+    and commit, so a producer with several batches in the group records its highest sequence.
+    """
+    written: list[bool] = []
+    txns: dict[str, int] = {}
+    known: dict[str, int | None] = {}
+    for batch in batches:
+        if batch.producer is None or batch.sequence is None:
+            written.append(True)
+            continue
+        if batch.producer not in known:
+            known[batch.producer] = committed(batch.producer)
+        last = known[batch.producer]
+        fresh = last is None or batch.sequence > last
+        written.append(fresh)
+        if fresh:
+            txns[batch.producer] = max(txns.get(batch.producer, batch.sequence), batch.sequence)
+    return tuple(written), txns
+
+
+class Committer:
+    """Commits groups of batches to one table, serialized by ``lock`` across processes."""
+
+    def __init__(
+        self,
+        table: HotTable,
+        lock: Lock,
+        *,
+        metrics: Metrics,
+        attempts: int = 5,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self._table = table
+        self._lock = lock
+        self._metrics = metrics
+        self._attempts = attempts
+        self._on_commit = on_commit
+        # Our own txn app id: after an ambiguous failure it tells whether the commit landed after all.
+        self._app_id = f"deltaingest-writer:{lock.holder}"
+        self._commit_seq = 0
+        self._suspect = False  # the loaded table may be wrong after a failed attempt
+
+    def commit(self, batches: Sequence[Batch]) -> GroupResult:
+        self._commit_seq += 1
+        commit_id = self._commit_seq
+        started = time.perf_counter()
+        plan: tuple[bool, ...] | None = None
+        for attempt in range(1, self._attempts + 1):
+            try:
+                result, plan = self._attempt(batches, commit_id, plan)
+            except Exception as err:
+                self._suspect = True
+                if attempt == self._attempts or isinstance(err, LockError):
+                    self._metrics.commits.labels("failure").inc()
+                    raise CommitFailed(f"commit failed after {attempt} attempt(s): {err}") from err
+                self._metrics.commit_retries.inc()
+                log.warning("commit attempt %d failed, retrying: %s", attempt, err)
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+                continue
+            self._metrics.commits.labels("success").inc()
+            self._metrics.commit_duration.observe(time.perf_counter() - started)
+            self._metrics.table_version.set(result.version)
+            if self._on_commit is not None:
+                self._on_commit(result.version)
+            return result
+        raise AssertionError("unreachable")
+
+    def _attempt(
+        self, batches: Sequence[Batch], commit_id: int, landed_plan: tuple[bool, ...] | None
+    ) -> tuple[GroupResult, tuple[bool, ...]]:
+        waited = time.perf_counter()
+        lease = self._lock.acquire()
+        self._metrics.lock_wait.observe(time.perf_counter() - waited)
+        try:
+            self._catch_up(lease)
+            table = self._table.table
+            if landed_plan is not None and (table.transaction_version(self._app_id) or 0) >= commit_id:
+                # The previous attempt's commit landed although we saw an error: acknowledge it, once.
+                lease.release_version = self._table.version()
+                return GroupResult(self._find_version(commit_id), landed_plan), landed_plan
+            written, txns = plan_writes(batches, table.transaction_version)
+            if not any(written):
+                lease.release_version = self._table.version()
+                return GroupResult(self._table.version(), written), written
+            data = pa.concat_tables([b.data for b, w in zip(batches, written, strict=True) if w])
+            now_ms = int(time.time() * 1000)
+            transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
+            transactions.append(Transaction(self._app_id, commit_id, now_ms))
+            metadata = {
+                WRITER_KEY: self._lock.holder,
+                COMMIT_ID_KEY: str(commit_id),
+                **({FENCING_TOKEN_KEY: str(lease.token)} if lease.token is not None else {}),
+            }
+            check_lease(lease)
+            write_deltalake(
+                table,
+                data,
+                mode="append",
+                commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=transactions),
+                post_commithook_properties=_NO_HOOKS,
+            )
+            version = self._table.version()
+            lease.release_version = version
+            self._metrics.batch_rows.observe(data.num_rows)
+            self._metrics.batch_requests.observe(sum(written))
+            self._metrics.ingest_rows.inc(data.num_rows)
+            return GroupResult(version, written), written
+        finally:
+            self._lock.release(lease)
+
+    def _catch_up(self, lease: Lease) -> None:
+        """Make the loaded table current, skipping the log read when the lock says nothing changed."""
+        if self._suspect:
+            self._table.reload()
+            self._suspect = False
+        elif lease.known_version is None or lease.known_version != self._table.version() or self._table.has_fresh():
+            self._table.refresh()
+
+    def _find_version(self, commit_id: int) -> int:
+        for entry in self._table.table.history(_HISTORY_SEARCH):
+            if entry.get(WRITER_KEY) == self._lock.holder and entry.get(COMMIT_ID_KEY) == str(commit_id):
+                return int(entry["version"])
+        return self._table.version()

@@ -1,0 +1,374 @@
+"""Request bodies to validated Arrow tables that match the Delta table's schema exactly. Pure: no I/O.
+
+NDJSON and JSON arrays go through Arrow's C++ JSON reader with the table schema as an explicit schema (about
+1 ms per 1,000 rows). Only when that fails do we parse with Python's ``json`` to say which row and field is
+wrong: the slow path runs for bad requests alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import decimal
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from deltaingest.ingest.errors import BadRequest, IngestError, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from deltaingest.table.schema import type_name
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"})
+JSON_TYPE = "application/json"
+ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How strict decoding is and how large a decompressed body may get."""
+
+    unknown_fields: Literal["reject", "drop"] = "reject"
+    max_bytes: int = 32 * 1024 * 1024
+
+
+def decode(
+    body: bytes,
+    *,
+    content_type: str | None,
+    content_encoding: str | None,
+    schema: pa.Schema,
+    options: DecodeOptions,
+) -> pa.Table:
+    """Decode one request body into a table with exactly ``schema``; raise an ``IngestError`` otherwise."""
+    data = decompress(body, content_encoding, limit=options.max_bytes)
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in NDJSON_TYPES:
+        table = _read_json(data, schema, options, array=False)
+    elif media == JSON_TYPE:
+        table = _read_json(data, schema, options, array=not data.lstrip().startswith(b"{"))
+    elif media == ARROW_STREAM_TYPE:
+        table = conform(_read_arrow_stream(data), schema, options)
+    else:
+        accepted = sorted({*NDJSON_TYPES, JSON_TYPE, ARROW_STREAM_TYPE})
+        raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}; use one of {accepted}")
+    if table.num_rows == 0:
+        raise BadRequest("the request contains no rows")
+    return table
+
+
+def decompress(body: bytes, encoding: str | None, *, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip``, refusing to inflate past ``limit`` bytes (a zip bomb stops early)."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body of {len(body)} bytes exceeds the limit of {limit} bytes")
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}; use gzip or none")
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise BadRequest(f"body is not valid gzip: {err}") from err
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise BadRequest("body is not valid gzip: truncated stream")
+    return data
+
+
+# -- JSON -------------------------------------------------------------------------------------------------
+
+
+def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> pa.Table:
+    nested_binary = [f.name for f in schema if _contains_binary(f.type, top=True)]
+    if nested_binary:
+        raise Unprocessable(
+            f"columns {nested_binary} hold binary inside an array or struct, which JSON cannot carry; "
+            "send application/vnd.apache.arrow.stream",
+            field=nested_binary[0],
+        )
+    wire = pa.schema([pa.field(f.name, _wire_type(f.type), nullable=f.nullable) for f in schema])
+    behaviour = "error" if options.unknown_fields == "reject" else "ignore"
+    read_options = pj.ReadOptions(use_threads=False, block_size=max(len(data) + 64, 1 << 20))
+    try:
+        if array:
+            # A top-level array is read as one object with a list-of-struct column, then flattened.
+            wrapped_schema = pa.schema([pa.field("rows", pa.list_(pa.struct(list(wire))), nullable=False)])
+            wrapped = pj.read_json(
+                io.BytesIO(b'{"rows":' + data + b"}"),
+                parse_options=pj.ParseOptions(explicit_schema=wrapped_schema, unexpected_field_behavior=behaviour),
+                read_options=read_options,
+            )
+            structs = wrapped.column(0).combine_chunks().flatten() if wrapped.num_rows == 1 else None
+            if structs is None or structs.null_count:
+                raise pa.ArrowInvalid("not an array of objects")
+            raw = pa.Table.from_struct_array(structs)
+        else:
+            raw = pj.read_json(
+                io.BytesIO(data),
+                parse_options=pj.ParseOptions(explicit_schema=wire, unexpected_field_behavior=behaviour),
+                read_options=read_options,
+            )
+        return _from_wire(raw.select(wire.names), schema)
+    except _ARROW_ERRORS as err:
+        raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
+
+
+def _contains_binary(dtype: pa.DataType, *, top: bool) -> bool:
+    if pa.types.is_binary(dtype):
+        return not top
+    if pa.types.is_list(dtype):
+        return _contains_binary(dtype.value_type, top=False)
+    if pa.types.is_struct(dtype):
+        return any(_contains_binary(f.type, top=False) for f in dtype)
+    return False
+
+
+def _wire_type(dtype: pa.DataType) -> pa.DataType:
+    """The type Arrow's JSON reader should produce: dates and (base64) binary arrive as strings."""
+    if pa.types.is_date(dtype) or pa.types.is_binary(dtype):
+        return pa.string()
+    if pa.types.is_list(dtype):
+        return pa.list_(_wire_type(dtype.value_type))
+    if pa.types.is_struct(dtype):
+        return pa.struct([pa.field(f.name, _wire_type(f.type), nullable=f.nullable) for f in dtype])
+    return dtype
+
+
+def _from_wire(raw: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = []
+    for field, column in zip(schema, raw.columns, strict=True):
+        if pa.types.is_binary(field.type):
+            values = [None if v is None else base64.b64decode(v, validate=True) for v in column.to_pylist()]
+            column = pa.chunked_array([pa.array(values, pa.binary())])
+        elif column.type != field.type:
+            column = pc.cast(column, field.type, safe=True)
+        if not field.nullable and column.null_count:
+            raise pa.ArrowInvalid(f"null in non-nullable column {field.name}")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def diagnose_json(
+    data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool, fallback: str
+) -> IngestError:
+    """The precise error for a JSON body the fast reader refused: the first bad row (from 1) and field."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return BadRequest(f"body is not UTF-8: {err}")
+    rows: list[tuple[int, Any]] = []
+    if array:
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as err:
+            return BadRequest(f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}")
+        if not isinstance(parsed, list):
+            return BadRequest("an application/json body must be an array of objects (or a single object)")
+        rows = list(enumerate(parsed, start=1))
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                return BadRequest(f"row {number}: invalid JSON at column {err.colno}: {err.msg}", row=number)
+    for number, row in rows:
+        problem = _check_object(row, list(schema), options, prefix="")
+        if problem is not None:
+            field, message = problem
+            where = f"row {number}, field '{field}'" if field else f"row {number}"
+            return Unprocessable(f"{where}: {message}", row=number, field=field or None)
+    return Unprocessable(f"the data does not fit the table schema: {fallback}")
+
+
+def _check_object(
+    value: Any, fields: list[pa.Field], options: DecodeOptions, *, prefix: str
+) -> tuple[str, str] | None:
+    if not isinstance(value, dict):
+        return prefix.rstrip("."), f"expected a JSON object, got {_json_kind(value)}"
+    known = {f.name for f in fields}
+    if options.unknown_fields == "reject":
+        for key in value:
+            if key not in known:
+                return f"{prefix}{key}", "unknown field (not in the table schema)"
+    for field in fields:
+        path = f"{prefix}{field.name}"
+        item = value.get(field.name)
+        if item is None:
+            if not field.nullable:
+                return path, "missing or null, but the column is not nullable"
+            continue
+        problem = _check_value(item, field.type, options, path)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _check_value(value: Any, dtype: pa.DataType, options: DecodeOptions, path: str) -> tuple[str, str] | None:
+    expected = type_name(dtype)
+    wrong = (path, f"expected {expected}, got {_json_kind(value)} {_preview(value)}")
+    if pa.types.is_struct(dtype):
+        return _check_object(value, list(dtype), options, prefix=f"{path}.")
+    if pa.types.is_list(dtype):
+        if not isinstance(value, list):
+            return wrong
+        for index, element in enumerate(value):
+            if element is not None:
+                problem = _check_value(element, dtype.value_type, options, f"{path}[{index}]")
+                if problem is not None:
+                    return problem
+        return None
+    if pa.types.is_boolean(dtype):
+        return None if isinstance(value, bool) else wrong
+    if pa.types.is_integer(dtype):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return wrong
+        bits = dtype.bit_width
+        if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            return path, f"{value} is out of range for {expected}"
+        return None
+    if pa.types.is_floating(dtype):
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else wrong
+    if pa.types.is_decimal(dtype):
+        return _check_decimal(value, dtype, path, wrong)
+    if not isinstance(value, str):
+        return wrong
+    return _check_string(value, dtype, path, wrong)
+
+
+def _check_decimal(value: Any, dtype: pa.Decimal128Type, path: str, wrong: tuple[str, str]) -> tuple[str, str] | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return wrong
+    try:
+        number = decimal.Decimal(str(value))
+    except decimal.InvalidOperation:
+        return wrong
+    exponent = number.as_tuple().exponent
+    scale = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    digits = len(number.as_tuple().digits)
+    if scale > dtype.scale or digits - scale > dtype.precision - dtype.scale:
+        return path, f"{value} does not fit {type_name(dtype)}"
+    return None
+
+
+def _check_string(value: str, dtype: pa.DataType, path: str, wrong: tuple[str, str]) -> tuple[str, str] | None:
+    t = pa.types
+    if not (t.is_string(dtype) or t.is_date(dtype) or t.is_timestamp(dtype) or t.is_binary(dtype)):
+        return wrong
+    try:
+        if t.is_date(dtype):
+            dt.date.fromisoformat(value)
+        elif t.is_timestamp(dtype):
+            dt.datetime.fromisoformat(value)
+        elif t.is_binary(dtype):
+            base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        kind = "base64" if t.is_binary(dtype) else "ISO-8601"
+        return path, f"{_preview(value)} is not a valid {kind} {type_name(dtype)}"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _preview(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# -- Arrow IPC --------------------------------------------------------------------------------------------
+
+
+def _read_arrow_stream(data: bytes) -> pa.Table:
+    try:
+        return pa.ipc.open_stream(data).read_all()
+    except _ARROW_ERRORS as err:
+        raise BadRequest(f"body is not an Arrow IPC stream: {err}") from None
+
+
+def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> pa.Table:
+    """Make ``table`` exactly ``schema``: drop or reject unknown columns, null-fill missing nullable ones,
+    apply safe widening casts, and refuse nulls in non-nullable columns (naming the first bad row)."""
+    names = table.column_names
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise Unprocessable(f"duplicate columns {duplicated}", field=duplicated[0])
+    unknown = [n for n in names if n not in schema.names]
+    if unknown and options.unknown_fields == "reject":
+        raise Unprocessable(f"unknown field(s) {unknown} (not in the table schema)", field=unknown[0])
+    columns = []
+    for field in schema:
+        if field.name not in names:
+            if not field.nullable:
+                raise Unprocessable(f"field '{field.name}': required column is missing", field=field.name)
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        if column.type != field.type:
+            if not is_safe_widening(column.type, field.type):
+                raise Unprocessable(
+                    f"field '{field.name}': cannot write {type_name(column.type)} into a "
+                    f"{type_name(field.type)} column (only widening casts are allowed)",
+                    field=field.name,
+                )
+            try:
+                column = pc.cast(column, field.type, safe=True)
+            except _ARROW_ERRORS as err:
+                raise Unprocessable(f"field '{field.name}': {err}", field=field.name) from None
+        if not field.nullable and column.null_count:
+            row = _first_null(column) + 1
+            raise Unprocessable(
+                f"row {row}, field '{field.name}': null in a non-nullable column", row=row, field=field.name
+            )
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _first_null(column: pa.ChunkedArray) -> int:
+    return int(pc.index(pc.is_null(column), True).as_py())
+
+
+def is_safe_widening(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether every value of ``source`` is representable in ``target`` (value checks happen in the cast)."""
+    t = pa.types
+    if source == target or t.is_null(source):
+        return True
+    if t.is_integer(source) and t.is_integer(target):
+        if t.is_signed_integer(source) and not t.is_signed_integer(target):
+            return False
+        width = source.bit_width + (0 if t.is_signed_integer(source) == t.is_signed_integer(target) else 1)
+        return width <= target.bit_width
+    if t.is_integer(source) and t.is_floating(target):
+        return True  # the safe cast refuses any value that would lose precision
+    if t.is_floating(source) and t.is_floating(target):
+        return source.bit_width <= target.bit_width
+    if (t.is_string(source) or t.is_large_string(source) or t.is_string_view(source)) and t.is_string(target):
+        return True
+    if (t.is_binary(source) or t.is_large_binary(source) or t.is_binary_view(source)) and t.is_binary(target):
+        return True
+    if t.is_timestamp(source) and t.is_timestamp(target):
+        return (source.tz is None) == (target.tz is None)  # the safe cast refuses lost sub-units
+    if t.is_date(source) and t.is_date(target):
+        return True
+    if t.is_decimal(source) and t.is_decimal(target):
+        return target.scale >= source.scale and (
+            target.precision - target.scale >= source.precision - source.scale
+        )
+    if (t.is_list(source) or t.is_large_list(source)) and t.is_list(target):
+        return is_safe_widening(source.value_type, target.value_type)
+    if t.is_struct(source) and t.is_struct(target):
+        target_fields = {f.name: f.type for f in target}
+        return all(f.name in target_fields and is_safe_widening(f.type, target_fields[f.name]) for f in source)
+    return False

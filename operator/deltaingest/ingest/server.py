@@ -1,0 +1,187 @@
+"""The HTTP surface of the writer: ingest, health, readiness, table info; and the metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from deltaingest.config import WriterSpec
+from deltaingest.ingest.batcher import GroupCommitter
+from deltaingest.ingest.committer import Batch
+from deltaingest.ingest.decode import DecodeOptions, decode
+from deltaingest.ingest.errors import BadRequest, IngestError, Overloaded, PayloadTooLarge
+from deltaingest.metrics import Metrics
+from deltaingest.table.hot import HotTable
+from deltaingest.table.schema import type_name
+
+log = logging.getLogger(__name__)
+
+PRODUCER_HEADER = "X-Producer-Id"
+SEQUENCE_HEADER = "X-Sequence"
+_MAX_PRODUCER_ID = 200
+
+
+class IngestServer:
+    """Request handling; the commit machinery is behind ``group``."""
+
+    def __init__(
+        self,
+        *,
+        spec: WriterSpec,
+        table: HotTable,
+        group: GroupCommitter,
+        metrics: Metrics,
+        auth_token: str | None,
+    ) -> None:
+        self._spec = spec
+        self._table = table
+        self._group = group
+        self._metrics = metrics
+        self._auth = auth_token
+        self._decode_options = DecodeOptions(unknown_fields=spec.unknown_fields, max_bytes=spec.max_request_bytes)
+        self._inflight = 0
+        self.ready = False
+        # Decoding is CPU work in Arrow (GIL released); off the event loop so health checks stay quick.
+        self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self._spec.max_request_bytes)
+        app.router.add_post("/v1/ingest", self.ingest)
+        app.router.add_get("/v1/table", self.table_info)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        return app
+
+    async def ingest(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        reserved = 0
+        try:
+            self._authorize(request)
+            producer, sequence = _identity(request)
+            declared = request.content_length
+            if declared is not None and declared > self._spec.max_request_bytes:
+                raise PayloadTooLarge(
+                    f"body of {declared} bytes exceeds the limit of {self._spec.max_request_bytes} bytes"
+                )
+            if declared is not None:
+                reserved = self._reserve(declared)
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise PayloadTooLarge(
+                    f"body exceeds the limit of {self._spec.max_request_bytes} bytes"
+                ) from None
+            if declared is None:  # chunked upload: count it now that its size is known
+                reserved = self._reserve(len(body))
+            self._metrics.ingest_bytes.inc(len(body))
+            data = await asyncio.get_running_loop().run_in_executor(
+                self._decoders,
+                lambda: decode(
+                    body,
+                    content_type=request.headers.get("Content-Type"),
+                    content_encoding=request.headers.get("Content-Encoding"),
+                    schema=self._table.schema,
+                    options=self._decode_options,
+                ),
+            )
+            ack = await self._group.submit(Batch(data, producer, sequence))
+            payload: dict[str, Any] = {"version": ack.version, "rows": ack.rows}
+            if ack.duplicate:
+                payload["duplicate"] = True
+            response = web.json_response(payload)
+        except IngestError as err:
+            response = web.json_response(err.body(), status=err.status, headers=_retry_after(err))
+            if err.status >= 500:
+                log.warning("ingest failed: %s", err.message)
+        finally:
+            self._inflight -= reserved
+            self._metrics.inflight_bytes.set(self._inflight)
+        self._metrics.ingest_requests.labels(str(response.status)).inc()
+        self._metrics.request_duration.observe(time.perf_counter() - started)
+        return response
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._auth is None:
+            return
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self._auth}".encode()):
+            raise _Unauthorized("missing or wrong bearer token")
+
+    def _reserve(self, nbytes: int) -> int:
+        """Count a request against the in-flight byte budget; refuse it (429) when over budget.
+
+        A single request larger than the budget still goes through when nothing else is in flight."""
+        if self._inflight > 0 and self._inflight + nbytes > self._spec.max_inflight_bytes:
+            raise Overloaded(
+                f"{self._inflight} bytes are in flight (budget {self._spec.max_inflight_bytes}); retry shortly"
+            )
+        self._inflight += nbytes
+        self._metrics.inflight_bytes.set(self._inflight)
+        return nbytes
+
+    async def table_info(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "uri": self._table.uri,
+                "version": self._table.version(),
+                "schema": [
+                    {"name": f.name, "type": type_name(f.type), "nullable": f.nullable} for f in self._table.schema
+                ],
+            }
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.ready:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
+
+    def close(self) -> None:
+        self._decoders.shutdown(wait=True)
+
+
+class _Unauthorized(IngestError):
+    status = 401
+
+
+def _identity(request: web.Request) -> tuple[str | None, int | None]:
+    """``X-Producer-Id`` and ``X-Sequence``: both or neither; the sequence a non-negative integer."""
+    producer = request.headers.get(PRODUCER_HEADER)
+    raw_sequence = request.headers.get(SEQUENCE_HEADER)
+    if producer is None and raw_sequence is None:
+        return None, None
+    if not producer or raw_sequence is None:
+        raise BadRequest(f"{PRODUCER_HEADER} and {SEQUENCE_HEADER} must be sent together")
+    if len(producer) > _MAX_PRODUCER_ID or producer.startswith("deltaingest-"):
+        raise BadRequest(f"{PRODUCER_HEADER} must be at most {_MAX_PRODUCER_ID} characters, not 'deltaingest-*'")
+    try:
+        sequence = int(raw_sequence)
+    except ValueError:
+        raise BadRequest(f"{SEQUENCE_HEADER} must be an integer, got {raw_sequence!r}") from None
+    if sequence < 0:
+        raise BadRequest(f"{SEQUENCE_HEADER} must not be negative")
+    return producer, sequence
+
+
+def _retry_after(err: IngestError) -> dict[str, str]:
+    return {"Retry-After": "1"} if err.status in (429, 503) else {}
+
+
+def metrics_app(metrics: Metrics) -> web.Application:
+    """``/metrics`` on its own port, so scraping never competes with ingest for a connection slot."""
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve)
+    return app

@@ -1,0 +1,109 @@
+"""Wiring of one writer: table, lock, checkpointer and committer from the settings; and the HTTP service
+with graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from deltaingest.config import Settings
+from deltaingest.ingest.batcher import GroupCommitter
+from deltaingest.ingest.committer import Committer
+from deltaingest.ingest.server import IngestServer, metrics_app
+from deltaingest.locking.factory import build_lock, lock_kind
+from deltaingest.locking.lease import Lock, new_holder_id
+from deltaingest.maintenance.checkpoint import Checkpointer
+from deltaingest.metrics import Metrics
+from deltaingest.table.hot import HotTable, open_table, resolve_uri
+from deltaingest.table.storage import redact, storage_options
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Writer:
+    """Everything that commits to one table from this process."""
+
+    table: HotTable
+    lock: Lock
+    committer: Committer
+    checkpointer: Checkpointer
+    metrics: Metrics
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.lock.close()
+
+
+def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
+    """Open (or create) the table and build the commit path for it."""
+    if not settings.table.uri:
+        raise ValueError("no table URI: pass --table or set table.uri in the config file")
+    metrics = metrics or Metrics()
+    uri = resolve_uri(settings.table.uri)
+    options = storage_options(uri, overrides=settings.storage_options)
+    table = HotTable(uri, options, open_table(uri, settings.table, options))
+    holder = new_holder_id()
+    lock = build_lock(settings.locking, uri, scope="commit", holder=holder)
+    checkpointer = Checkpointer(
+        uri=uri,
+        options=options,
+        every=settings.writer.checkpoint_every,
+        start_version=table.version(),
+        on_fresh=table.offer,
+        metrics=metrics,
+    )
+    committer = Committer(
+        table, lock, metrics=metrics, attempts=settings.writer.commit_attempts, on_commit=checkpointer.committed
+    )
+    metrics.table_version.set(table.version())
+    log.info(
+        "writer %s on %s at version %d, lock %s, storage options %s",
+        holder,
+        uri,
+        table.version(),
+        lock_kind(settings.locking, uri),
+        redact(options),
+    )
+    return Writer(table, lock, committer, checkpointer, metrics)
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the writer until SIGTERM/SIGINT (or ``stop``): then stop accepting, flush, and return."""
+    writer = await asyncio.to_thread(open_writer, settings)
+    spec = settings.writer
+    token = os.environ.get(spec.auth_token_env) if spec.auth_token_env else None
+    if spec.auth_token_env and not token:
+        raise ValueError(f"writer.authTokenEnv names {spec.auth_token_env}, which is not set")
+    group = GroupCommitter(writer.committer.commit, limits=spec.batching, metrics=writer.metrics)
+    group.start()
+    server = IngestServer(spec=spec, table=writer.table, group=group, metrics=writer.metrics, auth_token=token)
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=spec.shutdown_grace_seconds)
+    metrics_runner = web.AppRunner(metrics_app(writer.metrics), access_log=None)
+    await runner.setup()
+    await metrics_runner.setup()
+    await web.TCPSite(runner, spec.host, spec.port).start()
+    await web.TCPSite(metrics_runner, spec.host, spec.metrics_port).start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server.ready = True
+    log.info("listening on %s:%d (metrics on %d)", spec.host, spec.port, spec.metrics_port)
+    print(f"deltaingest writer ready on {spec.host}:{spec.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: no new requests, flushing queued commits")
+        server.ready = False
+        await runner.cleanup()  # stops listening, then waits for in-flight requests (their commits)
+        await group.close()
+        await metrics_runner.cleanup()
+        server.close()
+        await asyncio.to_thread(writer.close)
+        log.info("writer stopped at version %d", writer.table.version())

@@ -1,0 +1,1 @@
+"""Commit and maintenance locks: DynamoDB leases, local lock files, or none."""

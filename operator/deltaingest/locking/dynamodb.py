@@ -1,0 +1,216 @@
+"""A lease lock in DynamoDB: conditional writes, expiry, holder identity and a fencing token.
+
+One item per lock (``lockId`` = table URI + scope). Acquiring is a single conditional ``UpdateItem`` that
+succeeds only if nobody holds an unexpired lease, and atomically increments ``fence``; releasing is an
+``UpdateItem`` conditioned on still being the holder with the same token. The item also carries the table
+version at the last clean release, which lets the next holder skip re-reading the Delta log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from deltaingest.locking.lease import Lease, LockError, LockTimeout
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+log = logging.getLogger(__name__)
+
+PARTITION_KEY = "lockId"
+TTL_ATTRIBUTE = "expireTime"
+
+
+def dynamodb_client(*, endpoint: str | None, region: str | None) -> DynamoDBClient:
+    """A client with short timeouts: a lock call that hangs is worse than one that fails and is retried."""
+    config = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 4, "mode": "standard"})
+    return boto3.client("dynamodb", endpoint_url=endpoint, region_name=region or "us-east-1", config=config)
+
+
+def ensure_lock_table(client: DynamoDBClient, table_name: str) -> None:
+    """Create the lock table (on-demand billing, TTL on ``expireTime``) unless it exists."""
+    try:
+        client.describe_table(TableName=table_name)
+        return
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    try:
+        client.create_table(
+            TableName=table_name,
+            AttributeDefinitions=[{"AttributeName": PARTITION_KEY, "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "ResourceInUseException":  # created by a peer meanwhile
+            raise
+    client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    try:
+        client.update_time_to_live(
+            TableName=table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+    except ClientError as err:  # already enabled by a peer, or TTL not permitted: the lock works without it
+        log.info("could not enable TTL on %s: %s", table_name, err.response["Error"]["Message"])
+    log.info("created DynamoDB lock table %s", table_name)
+
+
+class DynamoDBLock:
+    """A lease on one ``lockId``, renewed by a heartbeat thread while held."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        *,
+        table_name: str,
+        lock_id: str,
+        holder: str,
+        lease_seconds: float = 20.0,
+        acquire_timeout: float = 30.0,
+        retry_min: float = 0.002,
+        retry_max: float = 0.05,
+    ) -> None:
+        self.holder = holder
+        self._client = client
+        self._table = table_name
+        self._key = {PARTITION_KEY: {"S": lock_id}}
+        self._lease_seconds = lease_seconds
+        self._acquire_timeout = acquire_timeout
+        self._retry = (retry_min, retry_max)
+        self._held: Lease | None = None
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._renew_loop, name="lease-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    # -- acquire / release ------------------------------------------------------------------------------
+
+    def acquire(self) -> Lease:
+        deadline = time.monotonic() + self._acquire_timeout
+        delay = self._retry[0]
+        while True:
+            lease = self.try_acquire()
+            if lease is not None:
+                return lease
+            if time.monotonic() > deadline:
+                raise LockTimeout(f"lock {self._key[PARTITION_KEY]['S']} is held by {self.describe_holder()}")
+            time.sleep(delay * random.uniform(0.5, 1.0))  # jitter keeps replicas from polling in step
+            delay = min(delay * 2, self._retry[1])
+
+    def try_acquire(self) -> Lease | None:
+        now = time.time()
+        started = time.monotonic()
+        # A lock item deleted by TTL restarts from the clock in microseconds, which is above any token
+        # issued before, so tokens keep increasing across deletions.
+        seed = int(now * 1_000_000)
+        try:
+            response = self._client.update_item(
+                TableName=self._table,
+                Key=self._key,
+                UpdateExpression=(
+                    "SET holder = :me, expireTime = :exp, acquiredAt = :now, "
+                    "fence = if_not_exists(fence, :seed) + :one REMOVE cleanRelease"
+                ),
+                ConditionExpression="attribute_not_exists(holder) OR expireTime < :nowsec",
+                ExpressionAttributeValues={
+                    ":me": {"S": self.holder},
+                    ":exp": {"N": str(math.ceil(now + self._lease_seconds))},
+                    ":now": {"N": f"{now:.3f}"},
+                    ":nowsec": {"N": str(math.floor(now))},
+                    ":seed": {"N": str(seed)},
+                    ":one": {"N": "1"},
+                },
+                # The old item tells us the previous token and whether its holder released cleanly; the
+                # REMOVE above means a holder that dies after this point leaves no trusted version hint.
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as err:
+            if err.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise LockError(f"DynamoDB lock {self._table}: {err}") from err
+        old = response.get("Attributes", {})
+        previous = old.get("releasedVersion", {}).get("N")
+        lease = Lease(
+            holder=self.holder,
+            token=int(old["fence"]["N"]) + 1 if "fence" in old else seed + 1,
+            known_version=int(previous) if previous is not None and "cleanRelease" in old else None,
+            deadline=started + self._lease_seconds - 1.0,
+        )
+        with self._guard:
+            self._held = lease
+        return lease
+
+    def release(self, lease: Lease) -> None:
+        with self._guard:
+            self._held = None
+        values: dict[str, Any] = {":me": {"S": self.holder}, ":token": {"N": str(lease.token)}}
+        update = "REMOVE holder SET expireTime = :now"
+        values[":now"] = {"N": str(math.floor(time.time()))}
+        if lease.release_version is not None:
+            update += ", releasedVersion = :version, cleanRelease = :true"
+            values[":version"] = {"N": str(lease.release_version)}
+            values[":true"] = {"BOOL": True}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key,
+                UpdateExpression=update,
+                ConditionExpression="holder = :me AND fence = :token",
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if err.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                log.warning("lease %s (token %s) was lost before release", self.holder, lease.token)
+                return
+            log.warning("could not release lease %s: %s; it will expire", self.holder, err)
+
+    def describe_holder(self) -> str | None:
+        item = self._client.get_item(TableName=self._table, Key=self._key, ConsistentRead=True).get("Item")
+        if not item or "holder" not in item:
+            return None
+        expires = int(item[TTL_ATTRIBUTE]["N"])
+        return f"{item['holder']['S']} (token {item['fence']['N']}, lease until {time.ctime(expires)})"
+
+    # -- heartbeat ----------------------------------------------------------------------------------
+
+    def _renew_loop(self) -> None:
+        interval = self._lease_seconds / 3
+        while not self._stop.wait(interval / 2):
+            with self._guard:
+                lease = self._held
+            if lease is not None and lease.remaining() < self._lease_seconds - interval:
+                self._renew(lease)
+
+    def _renew(self, lease: Lease) -> None:
+        started = time.monotonic()
+        expire = math.ceil(time.time() + self._lease_seconds)
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key,
+                UpdateExpression="SET expireTime = :exp",
+                ConditionExpression="holder = :me AND fence = :token",
+                ExpressionAttributeValues={
+                    ":exp": {"N": str(expire)},
+                    ":me": {"S": self.holder},
+                    ":token": {"N": str(lease.token)},
+                },
+            )
+        except ClientError as err:
+            log.warning("could not renew lease %s (token %s): %s", self.holder, lease.token, err)
+            return
+        lease.deadline = started + self._lease_seconds - 1.0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._heartbeat.join(timeout=5)

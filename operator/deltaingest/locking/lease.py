@@ -1,0 +1,113 @@
+"""The lease a lock hands out, the lock protocol, and the errors every lock raises."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class LockError(RuntimeError):
+    """The lock could not be taken or kept; the operation that needed it did not happen."""
+
+
+class LockTimeout(LockError):
+    """Another holder kept the lock for longer than we were willing to wait."""
+
+
+class LeaseLost(LockError):
+    """Our lease expired or was taken over before we were done."""
+
+
+@dataclass
+class Lease:
+    """One holding of a lock.
+
+    ``token`` is the fencing token: it increases with every acquisition of the same lock, so commits stamped
+    with it can be ordered and traced to their lease. ``known_version`` is the table version the previous
+    holder recorded when it released cleanly; ``None`` means unknown (first use, or the previous holder died),
+    and the holder must then read the table's latest state before relying on it.
+    """
+
+    holder: str
+    token: int | None
+    known_version: int | None
+    deadline: float  # time.monotonic() after which the lease must be presumed lost
+    release_version: int | None = None  # set by the holder: the table version to record on release
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+class Lock(Protocol):
+    """A mutual-exclusion lock with fencing, as used around commits and maintenance runs."""
+
+    holder: str
+
+    def acquire(self) -> Lease:
+        """Block until the lock is ours (or raise ``LockTimeout``)."""
+        ...
+
+    def try_acquire(self) -> Lease | None:
+        """Take the lock if it is free now; never wait."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the lock back, recording ``lease.release_version``; a lost lease is logged, not raised."""
+        ...
+
+    def describe_holder(self) -> str | None:
+        """Who holds the lock now, for messages; None when free."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_lease(lease: Lease, *, margin: float = 1.0) -> None:
+    """Raise ``LeaseLost`` unless the lease is good for at least ``margin`` more seconds."""
+    if lease.remaining() < margin:
+        raise LeaseLost(f"lease of {lease.holder} (token {lease.token}) expired before the commit")
+
+
+@contextmanager
+def held(lock: Lock) -> Iterator[Lease]:
+    """Hold ``lock`` for the duration of the block; always released, also on error."""
+    lease = lock.acquire()
+    try:
+        yield lease
+    finally:
+        lock.release(lease)
+
+
+def new_holder_id() -> str:
+    """Identity of this process as a lock holder: the pod name (hostname), pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class NoLock:
+    """No coordination: for a single writer on an object store, where S3 conditional writes still protect
+    the log. Every lease reports an unknown table version, so the holder always refreshes before committing.
+    """
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+
+    def acquire(self) -> Lease:
+        return Lease(holder=self.holder, token=None, known_version=None, deadline=float("inf"))
+
+    def try_acquire(self) -> Lease | None:
+        return self.acquire()
+
+    def release(self, lease: Lease) -> None:
+        return None
+
+    def describe_holder(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Table upkeep off the request path: checkpoints (and, later, compaction and vacuum)."""

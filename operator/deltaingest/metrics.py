@@ -1,0 +1,56 @@
+"""Every Prometheus metric, defined once. One ``Metrics`` per process (or per test) with its own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_ROW_BUCKETS = (1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000)
+
+
+class Metrics:
+    """The writer's metrics. Names follow the product's documented metric list."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.ingest_rows = Counter("ingest_rows", "Rows committed to the table", registry=r)
+        self.ingest_bytes = Counter("ingest_bytes", "Request body bytes accepted (as sent)", registry=r)
+        self.ingest_requests = Counter(
+            "ingest_requests", "Ingest requests by HTTP status code", ["code"], registry=r
+        )
+        self.request_duration = Histogram(
+            "request_duration_seconds",
+            "Time from request arrival to acknowledgement",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_duration = Histogram(
+            "commit_duration_seconds",
+            "One group commit: lock, refresh, write, release",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commits = Counter("commits", "Group commits by result", ["result"], registry=r)
+        self.commit_retries = Counter(
+            "commit_retries", "Commit attempts that failed and were retried", registry=r
+        )
+        self.batch_rows = Histogram("batch_rows", "Rows per group commit", buckets=_ROW_BUCKETS, registry=r)
+        self.batch_requests = Histogram(
+            "batch_requests", "Requests per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
+        )
+        self.duplicates = Counter(
+            "ingest_duplicate_requests", "Requests acknowledged as already committed", registry=r
+        )
+        self.lock_wait = Histogram(
+            "lock_wait_seconds", "Time spent acquiring the commit lock", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.table_version = Gauge("table_version", "Latest table version this process has seen", registry=r)
+        self.inflight_bytes = Gauge("ingest_inflight_bytes", "Bytes of requests not yet acknowledged", registry=r)
+        self.checkpoints = Counter("checkpoints", "Checkpoints written by result", ["result"], registry=r)
+        self.checkpoint_duration = Histogram(
+            "checkpoint_duration_seconds",
+            "Checkpoint and log cleanup, off the request path",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""Opening and creating Delta tables, their schemas and storage options."""

@@ -1,0 +1,120 @@
+"""Opening (or creating) a Delta table, and keeping one loaded between commits."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from deltaingest.config import TableSpec
+from deltaingest.table.schema import arrow_schema, normalize
+from deltaingest.table.storage import is_object_store, redact
+
+log = logging.getLogger(__name__)
+
+
+class TableMissing(RuntimeError):
+    """The table does not exist and the settings do not allow or describe creating it."""
+
+
+def resolve_uri(uri: str) -> str:
+    """Object-store URIs as given; local paths made absolute so every process agrees on them."""
+    if is_object_store(uri):
+        return uri.rstrip("/")
+    return os.path.abspath(uri.removeprefix("file://"))
+
+
+def open_table(uri: str, spec: TableSpec, options: dict[str, str]) -> DeltaTable:
+    """Load the table, creating it from ``spec`` when absent (and allowed)."""
+    try:
+        return DeltaTable(uri, storage_options=options)
+    except TableNotFoundError:
+        pass
+    if not spec.columns:
+        raise TableMissing(
+            f"table {uri} does not exist and the settings give no schema to create it from "
+            "(set table.schema in the --config file)"
+        )
+    if not spec.create_if_missing:
+        raise TableMissing(f"table {uri} does not exist and table.createIfMissing is false")
+    if not is_object_store(uri):
+        os.makedirs(uri, exist_ok=True)
+    log.info("creating table %s (storage options %s)", uri, redact(options))
+    try:
+        DeltaTable.create(
+            uri,
+            arrow_schema(spec.columns),
+            mode="error",
+            partition_by=spec.partition_by or None,
+            name=spec.name,
+            description=spec.description,
+            configuration=spec.properties or None,
+            storage_options=options,
+        )
+    except Exception:
+        # Another replica may have created it between our check and our create: that is fine.
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            raise
+    return DeltaTable(uri, storage_options=options)
+
+
+class HotTable:
+    """One ``DeltaTable`` kept loaded, so a commit does not re-read the log.
+
+    delta-rs' cost per commit grows with the number of log files since the last checkpoint, and a loaded
+    table never notices checkpoints written later. The checkpointer therefore hands us a freshly loaded
+    table after each checkpoint (``offer``) and the committer swaps it in at its next ``refresh``.
+    Only the committer thread calls anything but ``offer``.
+    """
+
+    def __init__(self, uri: str, options: dict[str, str], table: DeltaTable) -> None:
+        self.uri = uri
+        self.options = options
+        self._table = table
+        self._fresh: DeltaTable | None = None
+        self._guard = threading.Lock()
+        self.schema = self._read_schema()
+
+    @property
+    def table(self) -> DeltaTable:
+        return self._table
+
+    def version(self) -> int:
+        return int(self._table.version())
+
+    def offer(self, fresh: DeltaTable) -> None:
+        """Called from the checkpointer thread with a table loaded after a checkpoint."""
+        with self._guard:
+            self._fresh = fresh
+
+    def has_fresh(self) -> bool:
+        return self._fresh is not None
+
+    def refresh(self) -> None:
+        """Bring the table to the latest version, swapping in an offered fresh load first."""
+        with self._guard:
+            fresh, self._fresh = self._fresh, None
+        if fresh is not None:
+            self._table = fresh
+        self._table.update_incremental()
+        self._on_metadata_change()
+
+    def reload(self) -> None:
+        """Load from scratch: after a failed commit the loaded state is no longer trusted."""
+        with self._guard:
+            self._fresh = None
+        self._table = DeltaTable(self.uri, storage_options=self.options)
+        self._on_metadata_change()
+
+    def _read_schema(self) -> pa.Schema:
+        return normalize(pa.schema(self._table.schema().to_arrow()))
+
+    def _on_metadata_change(self) -> None:
+        schema = self._read_schema()
+        if schema != self.schema:
+            log.info("table schema changed to %s", schema)
+            self.schema = schema
