@@ -49,6 +49,8 @@ def decode(
     """Decode one request body into a table with exactly ``schema``; raise an ``IngestError`` otherwise."""
     data = decompress(body, content_encoding, limit=options.max_bytes)
     media = (content_type or "").split(";", 1)[0].strip().lower()
+    if not data.strip():
+        raise BadRequest("the request body is empty")
     if media in NDJSON_TYPES:
         table = _read_json(data, schema, options, array=False)
     elif media == JSON_TYPE:
@@ -118,7 +120,7 @@ def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array:
                 read_options=read_options,
             )
         return _from_wire(raw.select(wire.names), schema)
-    except _ARROW_ERRORS as err:
+    except (*_ARROW_ERRORS, binascii.Error) as err:
         raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
 
 

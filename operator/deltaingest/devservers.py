@@ -1,0 +1,185 @@
+"""Local stand-ins for the cloud, for tests, benchmarks and demos: SeaweedFS (a real S3 server, honouring
+If-None-Match) and moto's DynamoDB server, each a subprocess bound to 127.0.0.1 on free ports."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+ACCESS_KEY = "deltaingest"
+SECRET_KEY = "deltaingest-secret"  # noqa: S105 (a throwaway credential for a local test server)
+_GRPC_OFFSET = 10_000  # SeaweedFS takes port + 10000 for gRPC
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, with_grpc: bool = False) -> int:
+    """A free loopback port (and, with ``with_grpc``, port + 10000 free too), below 55000."""
+    for _ in range(1000):
+        port = random.randrange(20_000, 45_000)
+        if _bindable(port) and (not with_grpc or _bindable(port + _GRPC_OFFSET)):
+            return port
+    raise RuntimeError("no free port found")
+
+
+def _wait_until(check: object, what: str, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}: {log.read_text()[-2000:]}")
+        if callable(check) and check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up within {timeout}s: {log.read_text()[-2000:]}")
+
+
+class _Server:
+    """A subprocess with a log file, stopped on exit."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def __init__(self, workdir: Path | None) -> None:
+        self._own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"deltaingest-{type(self).__name__.lower()}-"))
+        self.log_path = self.workdir / "server.log"
+
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True
+            )
+        return self.process
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
+
+
+class SeaweedFS(_Server):
+    """``weed mini`` with S3 on a free port, credentials required, and one bucket."""
+
+    def __init__(self, *, bucket: str = "deltaingest", workdir: Path | None = None) -> None:
+        super().__init__(workdir)
+        self.bucket = bucket
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The AWS variables a process needs to reach this server (delta-rs and boto3 alike)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def start(self) -> SeaweedFS:
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        used: set[int] = set()
+
+        def port(grpc: bool = True) -> int:
+            while (candidate := free_port(with_grpc=grpc)) in used:
+                pass
+            used.update({candidate, candidate + _GRPC_OFFSET})
+            return candidate
+
+        self.port = port()
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        args = [
+            weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+            f"-bucket={self.bucket}", f"-s3.port={self.port}", f"-master.port={port()}",
+            f"-volume.port={port()}", f"-filer.port={port()}", f"-webdav.port={port()}",
+            f"-admin.port={port()}", f"-s3.port.iceberg={port(False)}", f"-s3.port.lance={port(False)}",
+            f"-metricsPort={port(False)}",
+        ]  # fmt: skip
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        process = self._spawn(args, env)
+        _wait_until(self._bucket_ready, "SeaweedFS", 60, process, self.log_path)
+        return self
+
+    def _bucket_ready(self) -> bool:
+        import boto3  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        client = boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        )  # fmt: skip
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError):
+            return False
+        return True
+
+    def __enter__(self) -> SeaweedFS:
+        return self.start()
+
+
+class MotoDynamoDB(_Server):
+    """moto's server (the DynamoDB wire protocol) on a free port."""
+
+    def __init__(self, *, workdir: Path | None = None) -> None:
+        super().__init__(workdir)
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL_DYNAMODB": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def start(self) -> MotoDynamoDB:
+        self.port = free_port()
+        process = self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
+        _wait_until(self._up, "moto", 60, process, self.log_path)
+        return self
+
+    def _up(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):  # noqa: S310 (loopback)
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def __enter__(self) -> MotoDynamoDB:
+        return self.start()

@@ -1,0 +1,178 @@
+"""Test helpers: writer subprocesses, HTTP calls, reading tables back."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deltaingest.devservers import free_port
+
+EVENT_SCHEMA = [
+    {"name": "id", "type": "long", "nullable": False},
+    {"name": "ts", "type": "timestamp", "nullable": False},
+    {"name": "day", "type": "date"},
+    {"name": "user", "type": "string"},
+    {"name": "score", "type": "double"},
+    {"name": "count", "type": "integer"},
+    {"name": "price", "type": "decimal(10,2)"},
+    {"name": "ok", "type": "boolean"},
+    {"name": "tags", "type": "array<string>"},
+    {"name": "geo", "type": "struct<lat:double,lon:double>"},
+]
+
+
+def settings_file(directory: Path, *, schema: list[dict[str, Any]] | None = None, **sections: Any) -> Path:
+    """Write a settings YAML: a table schema plus any sections (writer, locking, ...)."""
+    body: dict[str, Any] = {"table": {"schema": schema if schema is not None else EVENT_SCHEMA}}
+    for key, value in sections.items():
+        if key == "table":
+            body["table"].update(value)
+        else:
+            body[key] = value
+    path = directory / f"settings-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+@dataclass
+class Response:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def post(
+    url: str,
+    body: bytes,
+    *,
+    content_type: str = "application/x-ndjson",
+    headers: dict[str, str] | None = None,
+    gzip_body: bool = False,
+    timeout: float = 60,
+) -> Response:
+    all_headers = {"Content-Type": content_type, **(headers or {})}
+    if gzip_body:
+        body = gzip.compress(body)
+        all_headers["Content-Encoding"] = "gzip"
+    request = urllib.request.Request(url, data=body, headers=all_headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Response(response.status, json.loads(response.read() or b"{}"), dict(response.headers))
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = {"raw": raw.decode(errors="replace")}
+        return Response(err.code, parsed, dict(err.headers))
+
+
+def get(url: str, timeout: float = 10) -> Response:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            raw = response.read()
+            try:
+                return Response(response.status, json.loads(raw))
+            except ValueError:
+                return Response(response.status, {"text": raw.decode()})
+    except urllib.error.HTTPError as err:
+        return Response(err.code, {})
+
+
+def ndjson(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+
+
+def event(i: int, **overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": i, "ts": "2024-05-01T10:00:00+00:00", "day": "2024-05-01", "user": f"u{i % 7}"}
+    row.update(overrides)
+    return row
+
+
+class WriterProcess:
+    """``deltaingest writer`` in a subprocess, ready when ``/readyz`` answers 200."""
+
+    def __init__(self, table: str, config: Path, env: dict[str, str], log_dir: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.log_path = log_dir / f"writer-{self.port}.log"
+        args = [
+            sys.executable, "-m", "deltaingest", "writer", "--table", table, "--config", str(config),
+            "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), *extra,
+        ]  # fmt: skip
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
+            )
+        self._wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"{self.url}/v1/ingest"
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"writer exited with {self.process.returncode}:\n{self.log()}")
+            if get_quiet(f"{self.url}/readyz") == 200:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"writer not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            return response.read().decode()
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill9(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def get_quiet(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except OSError:
+        return None
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "deltaingest", *args],
+        input=stdin,
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+        check=False,
+    )

@@ -1,0 +1,223 @@
+"""Decoding and validation of request bodies against the table schema (pure functions)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import gzip
+import io
+import json
+
+import pyarrow as pa
+import pytest
+
+from deltaingest.ingest.decode import DecodeOptions, conform, decode, is_safe_widening
+from deltaingest.ingest.errors import BadRequest, IngestError, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("ts", pa.timestamp("us", tz="UTC")),
+        pa.field("day", pa.date32()),
+        pa.field("name", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("n", pa.int32()),
+        pa.field("price", pa.decimal128(10, 2)),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("geo", pa.struct([("lat", pa.float64()), ("lon", pa.float64())])),
+        pa.field("blob", pa.binary()),
+    ]
+)
+STRICT = DecodeOptions()
+ROW = {
+    "id": 1,
+    "ts": "2024-05-01T10:00:00Z",
+    "day": "2024-05-01",
+    "name": "a",
+    "score": 1.5,
+    "n": 7,
+    "price": 12.34,
+    "tags": ["x", "y"],
+    "geo": {"lat": 1.0, "lon": 2.0},
+    "blob": base64.b64encode(b"\x00\x01").decode(),
+}
+EXPECTED = {
+    "id": 1,
+    "ts": dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC),
+    "day": dt.date(2024, 5, 1),
+    "name": "a",
+    "score": 1.5,
+    "n": 7,
+    "price": decimal.Decimal("12.34"),
+    "tags": ["x", "y"],
+    "geo": {"lat": 1.0, "lon": 2.0},
+    "blob": b"\x00\x01",
+}
+
+
+def _decode(body: bytes, content_type: str = "application/x-ndjson", **kw: object) -> pa.Table:
+    options = kw.pop("options", STRICT)
+    assert isinstance(options, DecodeOptions)
+    encoding = kw.pop("content_encoding", None)
+    return decode(body, content_type=content_type, content_encoding=encoding, schema=SCHEMA, options=options)  # type: ignore[arg-type]
+
+
+def _row(table: pa.Table) -> dict[str, object]:
+    rows = table.to_pylist()
+    assert len(rows) == 1
+    return rows[0]
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def test_ndjson_all_types_exact() -> None:
+    table = _decode(json.dumps(ROW).encode() + b"\n")
+    assert table.schema == SCHEMA
+    assert _row(table) == EXPECTED
+
+
+def test_json_array_and_single_object() -> None:
+    rows = _decode(json.dumps([ROW, {**ROW, "id": 2}]).encode(), "application/json; charset=utf-8")
+    assert rows.column("id").to_pylist() == [1, 2]
+    assert _row(_decode(json.dumps(ROW).encode(), "application/json")) == EXPECTED
+
+
+def test_gzip_body() -> None:
+    body = gzip.compress(json.dumps(ROW).encode())
+    assert _row(_decode(body, content_encoding="gzip")) == EXPECTED
+
+
+def test_arrow_stream_with_widening_and_missing_nullable() -> None:
+    incoming = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int32()),  # int -> long
+            "score": pa.array([1.5, None], pa.float32()),  # float -> double
+            "ts": pa.array([0, 1000], pa.timestamp("ms", tz="UTC")),  # ms -> us
+        }
+    )
+    table = _decode(_ipc(incoming), "application/vnd.apache.arrow.stream")
+    assert table.schema == SCHEMA
+    assert table.column("id").to_pylist() == [1, 2]
+    assert table.column("score").to_pylist() == [1.5, None]
+    assert table.column("name").to_pylist() == [None, None]
+    assert table.column("ts").to_pylist()[1] == dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+
+
+def test_missing_nullable_json_fields_are_null() -> None:
+    assert _row(_decode(b'{"id": 5}\n'))["name"] is None
+
+
+def test_int_widens_to_double_in_json() -> None:
+    assert _row(_decode(b'{"id": 5, "score": 3}\n'))["score"] == 3.0
+
+
+def test_unknown_fields_dropped_when_configured() -> None:
+    table = _decode(b'{"id": 5, "extra": 1}\n', options=DecodeOptions(unknown_fields="drop"))
+    assert table.schema == SCHEMA
+    incoming = pa.table({"id": [1], "extra": ["x"]})
+    assert conform(incoming, SCHEMA, DecodeOptions(unknown_fields="drop")).num_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "error", "row", "field"),
+    [
+        (b'{"id": 1}\n{"id": "x"}\n', "application/x-ndjson", Unprocessable, 2, "id"),
+        (b'{"id": 1}\n{"id": 2, "zz": 1}\n', "application/x-ndjson", Unprocessable, 2, "zz"),
+        (b'{"id": 1}\n{"name": "b"}\n', "application/x-ndjson", Unprocessable, 2, "id"),
+        (b'{"id": null}\n', "application/x-ndjson", Unprocessable, 1, "id"),
+        (b'{"id": 1.5}\n', "application/x-ndjson", Unprocessable, 1, "id"),
+        (b'{"id": 1, "n": 3000000000}\n', "application/x-ndjson", Unprocessable, 1, "n"),
+        (b'{"id": 1, "price": 1.234}\n', "application/x-ndjson", Unprocessable, 1, "price"),
+        (b'{"id": 1, "day": "May 1"}\n', "application/x-ndjson", Unprocessable, 1, "day"),
+        (b'{"id": 1, "geo": {"lat": 1, "alt": 2}}\n', "application/x-ndjson", Unprocessable, 1, "geo.alt"),
+        (b'{"id": 1, "tags": ["a", 2]}\n', "application/x-ndjson", Unprocessable, 1, "tags[1]"),
+        (b'{"id": 1, "blob": "not base64!"}\n', "application/x-ndjson", Unprocessable, 1, "blob"),
+        (b'{"id": 1}\n{bad json\n', "application/x-ndjson", BadRequest, 2, None),
+        (b'[{"id": 1}, 5]', "application/json", Unprocessable, 2, None),
+        (b'[{"id": 1}, {"id": true}]', "application/json", Unprocessable, 2, "id"),
+    ],
+)
+def test_bad_rows_name_row_and_field(
+    body: bytes, content_type: str, error: type[IngestError], row: int, field: str | None
+) -> None:
+    with pytest.raises(error) as caught:
+        _decode(body, content_type)
+    assert caught.value.detail.get("row") == row
+    assert caught.value.detail.get("field") == field
+    assert f"row {row}" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "encoding", "error"),
+    [
+        (b"", "application/x-ndjson", None, BadRequest),
+        (b"[]", "application/json", None, BadRequest),
+        (b"not json", "application/json", None, BadRequest),
+        (b'{"id": 1}', "text/csv", None, UnsupportedMediaType),
+        (b'{"id": 1}', None, None, UnsupportedMediaType),
+        (b'{"id": 1}', "application/x-ndjson", "br", UnsupportedMediaType),
+        (b"garbage", "application/x-ndjson", "gzip", BadRequest),
+        (b"garbage", "application/vnd.apache.arrow.stream", None, BadRequest),
+    ],
+)
+def test_malformed_bodies(body: bytes, content_type: str | None, encoding: str | None, error: type[IngestError]) -> None:
+    with pytest.raises(error):
+        decode(body, content_type=content_type, content_encoding=encoding, schema=SCHEMA, options=STRICT)
+
+
+def test_gzip_bomb_stops_at_limit() -> None:
+    bomb = gzip.compress(b" " * (10 * 1024 * 1024))
+    with pytest.raises(PayloadTooLarge):
+        decode(bomb, content_type="application/x-ndjson", content_encoding="gzip", schema=SCHEMA,
+               options=DecodeOptions(max_bytes=1024 * 1024))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("incoming", "error_field"),
+    [
+        (pa.table({"id": pa.array([1.5])}), "id"),  # double -> long is narrowing
+        (pa.table({"id": pa.array([1]), "n": pa.array([1], pa.int64())}), "n"),  # long -> int narrowing
+        (pa.table({"name": pa.array(["a"])}), "id"),  # required column missing
+        (pa.table({"id": pa.array([1, None])}), "id"),  # null in a non-nullable column
+        (pa.table({"id": pa.array([1]), "zz": pa.array([1])}), "zz"),  # unknown column
+    ],
+)
+def test_arrow_stream_rejections(incoming: pa.Table, error_field: str) -> None:
+    with pytest.raises(Unprocessable) as caught:
+        _decode(_ipc(incoming), "application/vnd.apache.arrow.stream")
+    assert caught.value.detail["field"] == error_field
+
+
+def test_arrow_null_in_required_column_names_row() -> None:
+    with pytest.raises(Unprocessable) as caught:
+        _decode(_ipc(pa.table({"id": pa.array([1, 2, None])})), "application/vnd.apache.arrow.stream")
+    assert caught.value.detail["row"] == 3
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "safe"),
+    [
+        (pa.int8(), pa.int64(), True),
+        (pa.uint32(), pa.int64(), True),
+        (pa.uint64(), pa.int64(), False),
+        (pa.int64(), pa.int32(), False),
+        (pa.int32(), pa.float64(), True),
+        (pa.float64(), pa.float32(), False),
+        (pa.large_string(), pa.string(), True),
+        (pa.timestamp("s", tz="UTC"), pa.timestamp("us", tz="UTC"), True),
+        (pa.timestamp("us"), pa.timestamp("us", tz="UTC"), False),
+        (pa.decimal128(5, 2), pa.decimal128(10, 2), True),
+        (pa.decimal128(10, 4), pa.decimal128(10, 2), False),
+        (pa.list_(pa.int32()), pa.list_(pa.int64()), True),
+        (pa.string(), pa.int64(), False),
+        (pa.null(), pa.int64(), True),
+    ],
+)
+def test_safe_widening(source: pa.DataType, target: pa.DataType, safe: bool) -> None:
+    assert is_safe_widening(source, target) is safe

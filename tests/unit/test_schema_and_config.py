@@ -1,0 +1,96 @@
+"""Settings model, type parsing and storage options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from deltaingest.config import Settings, load_settings
+from deltaingest.table.schema import SchemaError, arrow_schema, normalize, parse_type, type_name
+from deltaingest.table.storage import parse_key_values, redact, storage_options
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("long", pa.int64()),
+        ("INTEGER", pa.int32()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("timestamp_ntz", pa.timestamp("us")),
+        ("decimal(10, 2)", pa.decimal128(10, 2)),
+        ("array<string>", pa.list_(pa.string())),
+        ("struct<a:int, b:array<date>>", pa.struct([("a", pa.int32()), ("b", pa.list_(pa.date32()))])),
+    ],
+)
+def test_parse_type(text: str, expected: pa.DataType) -> None:
+    assert parse_type(text) == expected
+
+
+@pytest.mark.parametrize("text", ["varchar", "decimal(40,2)", "decimal(5,6)", "array<long", "struct<a>", "long x"])
+def test_parse_type_rejects(text: str) -> None:
+    with pytest.raises(SchemaError):
+        parse_type(text)
+
+
+@pytest.mark.parametrize("text", ["long", "decimal(10,2)", "array<string>", "struct<a:int,b:array<date>>"])
+def test_type_name_round_trips(text: str) -> None:
+    assert parse_type(type_name(parse_type(text))) == parse_type(text)
+
+
+def test_normalize_maps_view_types() -> None:
+    schema = pa.schema([pa.field("s", pa.string_view()), pa.field("l", pa.large_list(pa.large_string()))])
+    assert normalize(schema) == pa.schema([pa.field("s", pa.string()), pa.field("l", pa.list_(pa.string()))])
+
+
+def test_settings_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "table:\n  schema:\n    - {name: id, type: long, nullable: false}\n    - {name: d, type: date}\n"
+        "  partitionBy: [d]\nwriter:\n  batching: {maxRows: 10}\n  unknownFields: drop\n"
+        "locking: {kind: dynamodb, tableName: t}\n"
+    )
+    settings = load_settings(path, {"table": {"uri": "/x"}, "writer": {"port": 1}})
+    assert settings.table.uri == "/x"
+    assert settings.table.partition_by == ["d"]
+    assert settings.writer.batching.max_rows == 10
+    assert settings.writer.port == 1
+    assert settings.writer.unknown_fields == "drop"
+    assert arrow_schema(settings.table.columns).field("id").nullable is False
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"table": {"schema": [{"name": "a", "type": "long"}, {"name": "a", "type": "long"}]}},
+        {"table": {"schema": [{"name": "a", "type": "long"}], "partitionBy": ["b"]}},
+        {"table": {"schema": [{"name": "a", "type": "varchar"}]}},
+        {"writer": {"unknownFields": "keep"}},
+        {"writer": {"batching": {"maxRows": 0}}},
+        {"writer": {"nope": 1}},
+    ],
+)
+def test_bad_settings_rejected(data: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings.model_validate(data)
+
+
+def test_storage_options_from_environment() -> None:
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    options = storage_options("s3://b/t", overrides={"AWS_REGION": "eu-west-1"}, environ=env)
+    assert options == {**env, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "eu-west-1"}
+    assert storage_options("/local/table", environ=env) == {}
+
+
+def test_redact_hides_credentials() -> None:
+    shown = redact({"AWS_SECRET_ACCESS_KEY": "s", "AWS_ACCESS_KEY_ID": "k", "AWS_SESSION_TOKEN": "t", "AWS_REGION": "r"})
+    assert shown == {"AWS_SECRET_ACCESS_KEY": "***", "AWS_ACCESS_KEY_ID": "***", "AWS_SESSION_TOKEN": "***",
+                     "AWS_REGION": "r"}  # fmt: skip
+
+
+def test_parse_key_values() -> None:
+    assert parse_key_values(["a=b", "c=d=e"]) == {"a": "b", "c": "d=e"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_key_values(["novalue"])
