@@ -83,7 +83,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     group = GroupCommitter(writer.committer.commit, limits=spec.batching, metrics=writer.metrics)
     group.start()
     server = IngestServer(spec=spec, table=writer.table, group=group, metrics=writer.metrics, auth_token=token)
-    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=spec.shutdown_grace_seconds)
+    # auto_decompress off: decode() inflates gzip itself, bounded by maxRequestBytes (a zip bomb stops early).
+    runner = web.AppRunner(
+        server.app(), access_log=None, shutdown_timeout=spec.shutdown_grace_seconds, auto_decompress=False
+    )
     metrics_runner = web.AppRunner(metrics_app(writer.metrics), access_log=None)
     await runner.setup()
     await metrics_runner.setup()

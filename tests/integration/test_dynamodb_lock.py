@@ -1,0 +1,94 @@
+"""The DynamoDB lease against moto's server: exclusion, fencing, expiry, hints, table creation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from deltaingest.devservers import MotoDynamoDB
+from deltaingest.locking.dynamodb import DynamoDBLock, dynamodb_client, ensure_lock_table
+from deltaingest.locking.lease import LeaseLost, LockTimeout, check_lease
+
+
+def _lock(moto: MotoDynamoDB, table: str, holder: str, **kw: float) -> DynamoDBLock:
+    client = dynamodb_client(endpoint=moto.endpoint, region="us-east-1")
+    return DynamoDBLock(client, table_name=table, lock_id="s3://b/t#commit", holder=holder, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def table(moto: MotoDynamoDB, cloud_env: dict[str, str], lock_table: str) -> str:
+    ensure_lock_table(dynamodb_client(endpoint=moto.endpoint, region="us-east-1"), lock_table)
+    return lock_table
+
+
+def test_created_table_has_ttl_on_expire_time(moto: MotoDynamoDB, table: str) -> None:
+    client = dynamodb_client(endpoint=moto.endpoint, region="us-east-1")
+    description = client.describe_table(TableName=table)["Table"]
+    assert description["KeySchema"] == [{"AttributeName": "lockId", "KeyType": "HASH"}]
+    assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expireTime"
+    ensure_lock_table(client, table)  # idempotent
+
+
+def test_exclusion_and_increasing_tokens(moto: MotoDynamoDB, table: str) -> None:
+    a, b = _lock(moto, table, "a"), _lock(moto, table, "b", acquire_timeout=0.3)
+    lease = a.acquire()
+    assert b.try_acquire() is None
+    assert "a (token" in (b.describe_holder() or "")
+    with pytest.raises(LockTimeout, match="held by a"):
+        b.acquire()
+    a.release(lease)
+    second = b.acquire()
+    assert lease.token is not None and second.token is not None and second.token == lease.token + 1
+    b.release(second)
+    assert b.describe_holder() is None
+    a.close()
+    b.close()
+
+
+def test_clean_release_passes_version_hint(moto: MotoDynamoDB, table: str) -> None:
+    a, b = _lock(moto, table, "a"), _lock(moto, table, "b")
+    first = a.acquire()
+    assert first.known_version is None
+    first.release_version = 41
+    a.release(first)
+    second = b.acquire()
+    assert second.known_version == 41
+    b.release(second)  # released without a version: the next holder must not trust a hint
+    assert a.acquire().known_version is None
+
+
+def test_expired_lease_is_taken_over_without_hint(moto: MotoDynamoDB, table: str) -> None:
+    dead = _lock(moto, table, "dead", lease_seconds=1)
+    lease = dead.acquire()
+    dead.close()  # stops the heartbeat: the holder "dies" without releasing
+    survivor = _lock(moto, table, "survivor", acquire_timeout=10)
+    started = time.monotonic()
+    taken = survivor.acquire()
+    assert time.monotonic() - started < 5
+    assert lease.token is not None and taken.token is not None and taken.token > lease.token
+    assert taken.known_version is None
+    dead.release(lease)  # the late release of a lost lease must not free the survivor's lock
+    assert "survivor" in (survivor.describe_holder() or "")
+
+
+def test_heartbeat_keeps_a_long_lease(moto: MotoDynamoDB, table: str) -> None:
+    holder = _lock(moto, table, "slow", lease_seconds=3)
+    lease = holder.acquire()
+    time.sleep(4.5)  # longer than the lease: only renewals keep it
+    check_lease(lease, margin=0.5)
+    other = _lock(moto, table, "other")
+    assert other.try_acquire() is None
+    holder.release(lease)
+    holder.close()
+
+
+def test_check_lease_refuses_an_expired_lease(moto: MotoDynamoDB, table: str) -> None:
+    holder = _lock(moto, table, "x", lease_seconds=1)
+    holder.close()
+    lease = holder.acquire()
+    time.sleep(1.1)
+    with pytest.raises(LeaseLost):
+        check_lease(lease)
