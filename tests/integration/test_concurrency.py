@@ -1,0 +1,160 @@
+"""Several writer processes and concurrent clients on one table with the DynamoDB lock; and kill -9."""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from deltaingest.locking.dynamodb import dynamodb_client
+from tests.helpers import WriterProcess, event, ndjson, post, settings_file
+
+pytestmark = pytest.mark.integration
+
+ROWS_PER_REQUEST = 20
+
+
+@dataclass
+class Load:
+    """Clients that send uniquely numbered rows with producer ids, failing over to the next writer."""
+
+    urls: list[str]
+    clients: int
+    stop_at_version: int
+    acked: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    connection_errors: int = 0
+    max_version: int = 0
+    acks_by_url: collections.Counter[str] = field(default_factory=collections.Counter)
+    dead: set[str] = field(default_factory=set)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, seconds: float = 240) -> None:
+        threads = [threading.Thread(target=self._client, args=(c,)) for c in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        self._stop.wait(seconds)
+        self._stop.set()
+        for thread in threads:
+            thread.join(60)
+
+    def _client(self, client: int) -> None:
+        sequence = 0
+        while not self._stop.is_set():
+            sequence += 1
+            ids = [client * 10_000_000 + sequence * 100 + j for j in range(ROWS_PER_REQUEST)]
+            body = ndjson([event(i) for i in ids])
+            headers = {"X-Producer-Id": f"client-{client}", "X-Sequence": str(sequence)}
+            if not self._send(client + sequence, body, headers, ids):
+                return
+
+    def _send(self, start: int, body: bytes, headers: dict[str, str], ids: list[int]) -> bool:
+        """Send until acknowledged, trying the writers in turn (the same sequence on every try)."""
+        for attempt in range(50):
+            live = [u for u in self.urls if u not in self.dead] or self.urls
+            url = live[(start + attempt) % len(live)]
+            try:
+                response = post(url, body, headers=headers, timeout=60)
+            except OSError:
+                with self._guard:
+                    self.connection_errors += 1
+                    self.dead.add(url)
+                continue
+            if response.status != 200:
+                with self._guard:
+                    self.failures.append(f"{response.status} {response.body}")
+                return False
+            with self._guard:
+                self.acks_by_url[url] += 1
+                # A duplicate ack is a retry whose first try committed unacknowledged: its rows count once.
+                self.acked.extend(ids)
+                self.max_version = max(self.max_version, response.body["version"])
+                if self.max_version >= self.stop_at_version:
+                    self._stop.set()
+            return True
+        with self._guard:
+            self.failures.append("no writer reachable")
+        return False
+
+
+def _fencing_tokens_by_version(table: DeltaTable) -> list[tuple[int, int]]:
+    writes = [h for h in table.history() if h["operation"] == "WRITE"]
+    return sorted((h["version"], int(h["deltaingest.fencingToken"])) for h in writes)
+
+
+def test_two_writers_eight_clients_500_commits(
+    s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path, writers: list[WriterProcess]
+) -> None:
+    config = settings_file(tmp_path, locking={"kind": "dynamodb", "tableName": lock_table})
+    a = WriterProcess(s3_uri, config, cloud_env, tmp_path)
+    b = WriterProcess(s3_uri, config, cloud_env, tmp_path)
+    writers.extend([a, b])
+    load = Load([a.ingest_url, b.ingest_url], clients=8, stop_at_version=500)
+    load.run()
+
+    assert load.failures == []
+    assert load.connection_errors == 0
+    assert load.max_version >= 500
+    assert min(load.acks_by_url.values()) > 0  # both writers took part
+    table = DeltaTable(s3_uri, storage_options=cloud_env)
+    ids = table.to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "duplicated rows"
+    assert sorted(ids) == sorted(load.acked), "lost or unexpected rows"
+    tokens = _fencing_tokens_by_version(table)
+    assert len(tokens) == table.version() >= 500
+    assert [t for _, t in tokens] == sorted(t for _, t in tokens), "fencing tokens decreased as versions rose"
+    for writer in (a, b):
+        assert 'commits_total{result="failure"}' not in writer.metrics()
+
+
+def test_kill9_of_one_writer_loses_no_acknowledged_row(
+    s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path, writers: list[WriterProcess]
+) -> None:
+    lease_seconds = 3
+    config = settings_file(
+        tmp_path, locking={"kind": "dynamodb", "tableName": lock_table, "leaseSeconds": lease_seconds}
+    )
+    victim = WriterProcess(s3_uri, config, cloud_env, tmp_path)
+    survivor = WriterProcess(s3_uri, config, cloud_env, tmp_path)
+    writers.extend([victim, survivor])
+    victim_id = re.search(r"writer (\S+) on ", victim.log())
+    assert victim_id is not None
+
+    load = Load([victim.ingest_url, survivor.ingest_url], clients=6, stop_at_version=10**9)
+    runner = threading.Thread(target=load.run, args=(240,))
+    runner.start()
+    while load.max_version < 60:
+        time.sleep(0.01)
+    victim.kill9()
+    killed_at = load.max_version
+    deadline = time.monotonic() + 120
+    while load.max_version < killed_at + 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    load._stop.set()
+    runner.join()
+
+    assert load.failures == []
+    assert load.max_version >= killed_at + 60, "the surviving writer did not carry on"
+    assert victim.ingest_url in load.dead
+    table = DeltaTable(s3_uri, storage_options=cloud_env)  # readable after the crash
+    ids = table.to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "duplicated rows"
+    assert set(load.acked) <= set(ids), "an acknowledged row was lost"
+    assert set(ids) == set(load.acked)  # every request was retried until acknowledged
+
+    # Whatever lease the dead writer held has expired: it no longer holds the lock.
+    time.sleep(lease_seconds + 1.5)
+    client = dynamodb_client(endpoint=cloud_env["AWS_ENDPOINT_URL_DYNAMODB"], region="us-east-1")
+    item = client.get_item(TableName=lock_table, Key={"lockId": {"S": f"{s3_uri}#commit"}}, ConsistentRead=True)
+    holder = item["Item"].get("holder", {}).get("S")
+    expires = int(item["Item"]["expireTime"]["N"])
+    assert holder != victim_id.group(1) or expires < time.time()
+    # and the survivor still commits
+    assert post(survivor.ingest_url, ndjson([event(999_999_999)])).status == 200
