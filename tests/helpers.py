@@ -96,7 +96,12 @@ def ndjson(rows: list[dict[str, Any]]) -> bytes:
 
 
 def event(i: int, **overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"id": i, "ts": "2024-05-01T10:00:00+00:00", "day": "2024-05-01", "user": f"u{i % 7}"}
+    row: dict[str, Any] = {
+        "id": i,
+        "ts": "2024-05-01T10:00:00+00:00",
+        "day": "2024-05-01",
+        "user": f"u{i % 7}",
+    }
     row.update(overrides)
     return row
 
@@ -167,7 +172,9 @@ def get_quiet(url: str) -> int | None:
         return None
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "deltaingest", *args],
         input=stdin,

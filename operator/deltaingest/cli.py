@@ -66,12 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("--input", required=True, help="NDJSON file, or - for standard input")
     write.add_argument("--batch-rows", type=int, default=100_000, help="rows per commit (default 100000)")
     write.add_argument(
-        "--producer-id", help="exactly-once id: re-running the same input with the same id writes nothing twice"
+        "--producer-id",
+        help="exactly-once id: re-running the same input with the same id writes nothing twice",
     )
+
+    demo = commands.add_parser(
+        "demo", help="a writer on a local table under synthetic HTTP load, with a report"
+    )
+    demo.add_argument("--table", default=".demo/events", help="local table path (replaced if present)")
+    demo.add_argument("--seconds", type=float, default=20.0)
+    demo.add_argument("--clients", type=int, default=4)
+    demo.add_argument("--rows", type=int, default=1000, help="rows per request")
 
     bench = commands.add_parser("bench", help="benchmarks")
     bench_kinds = bench.add_subparsers(dest="bench", required=True)
-    bench_writer = bench_kinds.add_parser("writer", help="commit and HTTP latency/throughput vs the naive baseline")
+    bench_writer = bench_kinds.add_parser(
+        "writer", help="commit and HTTP latency/throughput vs the naive baseline"
+    )
     bench_writer.add_argument("--commits", type=int, default=300)
     bench_writer.add_argument("--rows", type=int, default=1000, help="rows per commit")
     bench_writer.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
@@ -120,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from deltaingest.bench.writer import run as run_bench  # noqa: PLC0415 (dev-only dependencies)
 
             return run_bench(args)
+        if args.command == "demo":
+            from deltaingest.bench.demo import run as run_demo  # noqa: PLC0415 (dev-only dependencies)
+
+            return run_demo(args)
         settings = settings_from(args)
         if args.command == "writer":
             from deltaingest.ingest.service import serve  # noqa: PLC0415 (keeps `--help` fast)
@@ -150,19 +165,24 @@ def write_file(settings: Settings, args: argparse.Namespace) -> int:
     writer = open_writer(settings)
     try:
         options = DecodeOptions(unknown_fields=settings.writer.unknown_fields, max_bytes=1 << 62)
-        batches = []
+        batches: list[Batch] = []
         with _open_input(args.input) as stream:
             for first_line, chunk in _chunks(stream, args.batch_rows):
                 try:
                     data = decode(
-                        chunk, content_type="application/x-ndjson", content_encoding=None,
-                        schema=writer.table.schema, options=options,
+                        chunk,
+                        content_type="application/x-ndjson",
+                        content_encoding=None,
+                        schema=writer.table.schema,
+                        options=options,
                     )
                 except IngestError as err:
                     row = err.detail.get("row")
                     if row is None:
                         raise
-                    raise type(err)(err.message.replace(f"row {row}", f"line {first_line + row - 1}", 1)) from None
+                    raise type(err)(
+                        err.message.replace(f"row {row}", f"line {first_line + row - 1}", 1)
+                    ) from None
                 sequence = len(batches) if args.producer_id else None
                 batches.append(Batch(data, args.producer_id, sequence))
         version, rows, skipped = writer.table.version(), 0, 0
@@ -173,15 +193,24 @@ def write_file(settings: Settings, args: argparse.Namespace) -> int:
                 rows += batch.data.num_rows
             else:
                 skipped += batch.data.num_rows
-        print(json.dumps({"table": writer.table.uri, "version": version, "rows": rows, "skippedRows": skipped,
-                          "commits": len(batches)}))
+        print(
+            json.dumps(
+                {
+                    "table": writer.table.uri,
+                    "version": version,
+                    "rows": rows,
+                    "skippedRows": skipped,
+                    "commits": len(batches),
+                }
+            )
+        )
         return 0
     finally:
         writer.close()
 
 
 def _open_input(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
-    return contextlib.nullcontext(sys.stdin.buffer) if name == "-" else open(name, "rb")  # noqa: SIM115
+    return contextlib.nullcontext(sys.stdin.buffer) if name == "-" else open(name, "rb")
 
 
 def _chunks(stream: IO[bytes], rows: int) -> Iterator[tuple[int, bytes]]:

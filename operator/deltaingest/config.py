@@ -68,7 +68,7 @@ class BatchingSpec(Model):
 class WriterSpec(Model):
     """The HTTP ingest server."""
 
-    host: str = "0.0.0.0"  # noqa: S104 (a server in a pod listens on all interfaces)
+    host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
@@ -76,7 +76,7 @@ class WriterSpec(Model):
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     unknown_fields: Literal["reject", "drop"] = "reject"
     checkpoint_every: int = Field(
-        default=25, ge=1, description="Write a checkpoint (off the request path) every N versions"
+        default=10, ge=1, description="Write a checkpoint (off the request path) every N versions"
     )
     commit_attempts: int = Field(default=5, ge=1, le=100)
     auth_token_env: str | None = Field(

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 ACCESS_KEY = "deltaingest"
-SECRET_KEY = "deltaingest-secret"  # noqa: S105 (a throwaway credential for a local test server)
+SECRET_KEY = "deltaingest-secret"
 _GRPC_OFFSET = 10_000  # SeaweedFS takes port + 10000 for gRPC
 
 
@@ -39,7 +39,9 @@ def free_port(*, with_grpc: bool = False) -> int:
     raise RuntimeError("no free port found")
 
 
-def _wait_until(check: object, what: str, timeout: float, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_until(
+    check: object, what: str, timeout: float, process: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -80,7 +82,9 @@ class _Server:
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
         self.stop()
 
 
@@ -176,7 +180,7 @@ class MotoDynamoDB(_Server):
 
     def _up(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):  # noqa: S310 (loopback)
+            with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):
                 return True
         except (urllib.error.URLError, OSError):
             return False

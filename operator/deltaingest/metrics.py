@@ -46,7 +46,9 @@ class Metrics:
             "lock_wait_seconds", "Time spent acquiring the commit lock", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.table_version = Gauge("table_version", "Latest table version this process has seen", registry=r)
-        self.inflight_bytes = Gauge("ingest_inflight_bytes", "Bytes of requests not yet acknowledged", registry=r)
+        self.inflight_bytes = Gauge(
+            "ingest_inflight_bytes", "Bytes of requests not yet acknowledged", registry=r
+        )
         self.checkpoints = Counter("checkpoints", "Checkpoints written by result", ["result"], registry=r)
         self.checkpoint_duration = Histogram(
             "checkpoint_duration_seconds",

@@ -152,7 +152,9 @@ def test_kill9_of_one_writer_loses_no_acknowledged_row(
     # Whatever lease the dead writer held has expired: it no longer holds the lock.
     time.sleep(lease_seconds + 1.5)
     client = dynamodb_client(endpoint=cloud_env["AWS_ENDPOINT_URL_DYNAMODB"], region="us-east-1")
-    item = client.get_item(TableName=lock_table, Key={"lockId": {"S": f"{s3_uri}#commit"}}, ConsistentRead=True)
+    item = client.get_item(
+        TableName=lock_table, Key={"lockId": {"S": f"{s3_uri}#commit"}}, ConsistentRead=True
+    )
     holder = item["Item"].get("holder", {}).get("S")
     expires = int(item["Item"]["expireTime"]["N"])
     assert holder != victim_id.group(1) or expires < time.time()

@@ -73,11 +73,14 @@ def _arrow_body(rows: list[dict[str, object]]) -> bytes:
             "score": pa.array([r.get("score") for r in rows], pa.float32()),
             "count": pa.array([r.get("count") for r in rows], pa.int32()),
             "price": pa.array(
-                [decimal.Decimal(str(r["price"])) if r.get("price") else None for r in rows], pa.decimal128(10, 2)
+                [decimal.Decimal(str(r["price"])) if r.get("price") else None for r in rows],
+                pa.decimal128(10, 2),
             ),
             "ok": pa.array([r.get("ok") for r in rows], pa.bool_()),
             "tags": pa.array([r.get("tags") for r in rows], pa.list_(pa.string())),
-            "geo": pa.array([r.get("geo") for r in rows], pa.struct([("lat", pa.float64()), ("lon", pa.float64())])),
+            "geo": pa.array(
+                [r.get("geo") for r in rows], pa.struct([("lat", pa.float64()), ("lon", pa.float64())])
+            ),
         }
     )
     sink = io.BytesIO()
@@ -146,11 +149,19 @@ BAD_REQUESTS = [
     ("media-type", b"id\n1\n", "text/csv", {}, 415),
     ("not-arrow", b"garbage", "application/vnd.apache.arrow.stream", {}, 400),
     ("sequence-without-producer", ndjson([event(1)]), "application/x-ndjson", {"X-Sequence": "1"}, 400),
-    ("bad-sequence", ndjson([event(1)]), "application/x-ndjson", {"X-Producer-Id": "p", "X-Sequence": "x"}, 400),
+    (
+        "bad-sequence",
+        ndjson([event(1)]),
+        "application/x-ndjson",
+        {"X-Producer-Id": "p", "X-Sequence": "x"},
+        400,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "body", "content_type", "headers", "status"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("name", "body", "content_type", "headers", "status"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
 def test_bad_input_is_refused_and_writes_nothing(
     name: str,
     body: bytes,
@@ -190,9 +201,7 @@ def test_over_inflight_budget_gets_429_with_retry_after(
     s3_uri: str, cloud_env: dict[str, str], tmp_path: Path, writers: list[WriterProcess]
 ) -> None:
     # A long linger keeps the first request in flight while the second arrives.
-    config = settings_file(
-        tmp_path, writer={"maxInflightBytes": 2048, "batching": {"maxDelayMs": 3000}}
-    )
+    config = settings_file(tmp_path, writer={"maxInflightBytes": 2048, "batching": {"maxDelayMs": 3000}})
     writer = WriterProcess(s3_uri, config, cloud_env, tmp_path)
     writers.append(writer)
     body = ndjson([event(i) for i in range(30)])
@@ -225,7 +234,9 @@ def test_producer_retry_after_timeout_creates_no_duplicate(
     table = DeltaTable(s3_uri, storage_options=cloud_env)
     assert table.to_pyarrow_table().num_rows == 10
     assert table.transaction_version("sensor-7") == 1
-    assert post(writer.ingest_url, body, headers={"X-Producer-Id": "sensor-7", "X-Sequence": "2"}).status == 200
+    assert (
+        post(writer.ingest_url, body, headers={"X-Producer-Id": "sensor-7", "X-Sequence": "2"}).status == 200
+    )
     assert DeltaTable(s3_uri, storage_options=cloud_env).to_pyarrow_table().num_rows == 20
 
 
@@ -321,7 +332,11 @@ def test_write_command_validates_everything_first(
     first = run_cli(*args, env=cloud_env)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout) | {"table": None} == {
-        "table": None, "version": 3, "rows": 25, "skippedRows": 0, "commits": 3
+        "table": None,
+        "version": 3,
+        "rows": 25,
+        "skippedRows": 0,
+        "commits": 3,
     }
     rerun = json.loads(run_cli(*args, env=cloud_env).stdout)  # same producer id: nothing written twice
     assert rerun["rows"] == 0 and rerun["skippedRows"] == 25

@@ -13,7 +13,13 @@ import pyarrow as pa
 import pytest
 
 from deltaingest.ingest.decode import DecodeOptions, conform, decode, is_safe_widening
-from deltaingest.ingest.errors import BadRequest, IngestError, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from deltaingest.ingest.errors import (
+    BadRequest,
+    IngestError,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 
 SCHEMA = pa.schema(
     [
@@ -166,7 +172,9 @@ def test_bad_rows_name_row_and_field(
         (b"garbage", "application/vnd.apache.arrow.stream", None, BadRequest),
     ],
 )
-def test_malformed_bodies(body: bytes, content_type: str | None, encoding: str | None, error: type[IngestError]) -> None:
+def test_malformed_bodies(
+    body: bytes, content_type: str | None, encoding: str | None, error: type[IngestError]
+) -> None:
     with pytest.raises(error):
         decode(body, content_type=content_type, content_encoding=encoding, schema=SCHEMA, options=STRICT)
 

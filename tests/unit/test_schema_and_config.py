@@ -29,7 +29,9 @@ def test_parse_type(text: str, expected: pa.DataType) -> None:
     assert parse_type(text) == expected
 
 
-@pytest.mark.parametrize("text", ["varchar", "decimal(40,2)", "decimal(5,6)", "array<long", "struct<a>", "long x"])
+@pytest.mark.parametrize(
+    "text", ["varchar", "decimal(40,2)", "decimal(5,6)", "array<long", "struct<a>", "long x"]
+)
 def test_parse_type_rejects(text: str) -> None:
     with pytest.raises(SchemaError):
         parse_type(text)
@@ -78,14 +80,20 @@ def test_bad_settings_rejected(data: dict[str, object]) -> None:
 
 
 def test_storage_options_from_environment() -> None:
-    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
     options = storage_options("s3://b/t", overrides={"AWS_REGION": "eu-west-1"}, environ=env)
     assert options == {**env, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "eu-west-1"}
     assert storage_options("/local/table", environ=env) == {}
 
 
 def test_redact_hides_credentials() -> None:
-    shown = redact({"AWS_SECRET_ACCESS_KEY": "s", "AWS_ACCESS_KEY_ID": "k", "AWS_SESSION_TOKEN": "t", "AWS_REGION": "r"})
+    shown = redact(
+        {"AWS_SECRET_ACCESS_KEY": "s", "AWS_ACCESS_KEY_ID": "k", "AWS_SESSION_TOKEN": "t", "AWS_REGION": "r"}
+    )
     assert shown == {"AWS_SECRET_ACCESS_KEY": "***", "AWS_ACCESS_KEY_ID": "***", "AWS_SESSION_TOKEN": "***",
                      "AWS_REGION": "r"}  # fmt: skip
 

@@ -64,7 +64,11 @@ class GroupCommitter:
         that hung up) does not cancel the commit: the rows are written and the sequence recorded."""
         if self._closing:
             raise ShuttingDown("the writer is shutting down; retry on another replica")
-        key = (batch.producer, batch.sequence) if batch.producer is not None and batch.sequence is not None else None
+        key = (
+            (batch.producer, batch.sequence)
+            if batch.producer is not None and batch.sequence is not None
+            else None
+        )
         if key is not None and key in self._by_key:
             # The same sequence is already queued or committing (a client retry raced its original).
             ack = await asyncio.shield(self._by_key[key])
@@ -130,7 +134,10 @@ class GroupCommitter:
         rows, size = group[0].batch.data.num_rows, group[0].nbytes
         while self._queue:
             nxt = self._queue[0]
-            if rows + nxt.batch.data.num_rows > self._limits.max_rows or size + nxt.nbytes > self._limits.max_bytes:
+            if (
+                rows + nxt.batch.data.num_rows > self._limits.max_rows
+                or size + nxt.nbytes > self._limits.max_bytes
+            ):
                 break
             group.append(self._queue.popleft())
             rows += nxt.batch.data.num_rows
@@ -146,7 +153,9 @@ class GroupCommitter:
         self._executor.shutdown(wait=True)
 
 
-def _settle(future: asyncio.Future[Ack], *, ack: Ack | None = None, error: BaseException | None = None) -> None:
+def _settle(
+    future: asyncio.Future[Ack], *, ack: Ack | None = None, error: BaseException | None = None
+) -> None:
     if future.done():
         return
     if error is not None:

@@ -166,7 +166,11 @@ class Committer:
         if self._suspect:
             self._table.reload()
             self._suspect = False
-        elif lease.known_version is None or lease.known_version != self._table.version() or self._table.has_fresh():
+        elif (
+            lease.known_version is None
+            or lease.known_version != self._table.version()
+            or self._table.has_fresh()
+        ):
             self._table.refresh()
 
     def _find_version(self, commit_id: int) -> int:

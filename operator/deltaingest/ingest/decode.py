@@ -21,10 +21,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from deltaingest.ingest.errors import BadRequest, IngestError, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from deltaingest.ingest.errors import (
+    BadRequest,
+    IngestError,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from deltaingest.table.schema import type_name
 
-NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"})
+NDJSON_TYPES = frozenset(
+    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+)
 JSON_TYPE = "application/json"
 ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
@@ -106,7 +114,9 @@ def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array:
             wrapped_schema = pa.schema([pa.field("rows", pa.list_(pa.struct(list(wire))), nullable=False)])
             wrapped = pj.read_json(
                 io.BytesIO(b'{"rows":' + data + b"}"),
-                parse_options=pj.ParseOptions(explicit_schema=wrapped_schema, unexpected_field_behavior=behaviour),
+                parse_options=pj.ParseOptions(
+                    explicit_schema=wrapped_schema, unexpected_field_behavior=behaviour
+                ),
                 read_options=read_options,
             )
             structs = wrapped.column(0).combine_chunks().flatten() if wrapped.num_rows == 1 else None
@@ -147,12 +157,13 @@ def _wire_type(dtype: pa.DataType) -> pa.DataType:
 
 def _from_wire(raw: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = []
-    for field, column in zip(schema, raw.columns, strict=True):
+    for field, wire in zip(schema, raw.columns, strict=True):
+        column = wire
         if pa.types.is_binary(field.type):
-            values = [None if v is None else base64.b64decode(v, validate=True) for v in column.to_pylist()]
+            values = [None if v is None else base64.b64decode(v, validate=True) for v in wire.to_pylist()]
             column = pa.chunked_array([pa.array(values, pa.binary())])
-        elif column.type != field.type:
-            column = pc.cast(column, field.type, safe=True)
+        elif wire.type != field.type:
+            column = pc.cast(wire, field.type, safe=True)
         if not field.nullable and column.null_count:
             raise pa.ArrowInvalid(f"null in non-nullable column {field.name}")
         columns.append(column)
@@ -248,7 +259,9 @@ def _check_value(value: Any, dtype: pa.DataType, options: DecodeOptions, path: s
     return _check_string(value, dtype, path, wrong)
 
 
-def _check_decimal(value: Any, dtype: pa.Decimal128Type, path: str, wrong: tuple[str, str]) -> tuple[str, str] | None:
+def _check_decimal(
+    value: Any, dtype: pa.Decimal128Type, path: str, wrong: tuple[str, str]
+) -> tuple[str, str] | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return wrong
     try:
@@ -263,7 +276,9 @@ def _check_decimal(value: Any, dtype: pa.Decimal128Type, path: str, wrong: tuple
     return None
 
 
-def _check_string(value: str, dtype: pa.DataType, path: str, wrong: tuple[str, str]) -> tuple[str, str] | None:
+def _check_string(
+    value: str, dtype: pa.DataType, path: str, wrong: tuple[str, str]
+) -> tuple[str, str] | None:
     t = pa.types
     if not (t.is_string(dtype) or t.is_date(dtype) or t.is_timestamp(dtype) or t.is_binary(dtype)):
         return wrong
@@ -351,11 +366,11 @@ def is_safe_widening(source: pa.DataType, target: pa.DataType) -> bool:
         if t.is_signed_integer(source) and not t.is_signed_integer(target):
             return False
         width = source.bit_width + (0 if t.is_signed_integer(source) == t.is_signed_integer(target) else 1)
-        return width <= target.bit_width
+        return bool(width <= target.bit_width)
     if t.is_integer(source) and t.is_floating(target):
         return True  # the safe cast refuses any value that would lose precision
     if t.is_floating(source) and t.is_floating(target):
-        return source.bit_width <= target.bit_width
+        return bool(source.bit_width <= target.bit_width)
     if (t.is_string(source) or t.is_large_string(source) or t.is_string_view(source)) and t.is_string(target):
         return True
     if (t.is_binary(source) or t.is_large_binary(source) or t.is_binary_view(source)) and t.is_binary(target):
@@ -365,12 +380,15 @@ def is_safe_widening(source: pa.DataType, target: pa.DataType) -> bool:
     if t.is_date(source) and t.is_date(target):
         return True
     if t.is_decimal(source) and t.is_decimal(target):
-        return target.scale >= source.scale and (
-            target.precision - target.scale >= source.precision - source.scale
+        return bool(
+            target.scale >= source.scale
+            and target.precision - target.scale >= source.precision - source.scale
         )
     if (t.is_list(source) or t.is_large_list(source)) and t.is_list(target):
         return is_safe_widening(source.value_type, target.value_type)
     if t.is_struct(source) and t.is_struct(target):
         target_fields = {f.name: f.type for f in target}
-        return all(f.name in target_fields and is_safe_widening(f.type, target_fields[f.name]) for f in source)
+        return all(
+            f.name in target_fields and is_safe_widening(f.type, target_fields[f.name]) for f in source
+        )
     return False

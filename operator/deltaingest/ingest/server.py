@@ -45,7 +45,9 @@ class IngestServer:
         self._group = group
         self._metrics = metrics
         self._auth = auth_token
-        self._decode_options = DecodeOptions(unknown_fields=spec.unknown_fields, max_bytes=spec.max_request_bytes)
+        self._decode_options = DecodeOptions(
+            unknown_fields=spec.unknown_fields, max_bytes=spec.max_request_bytes
+        )
         self._inflight = 0
         self.ready = False
         # Decoding is CPU work in Arrow (GIL released); off the event loop so health checks stay quick.
@@ -120,7 +122,7 @@ class IngestServer:
         A single request larger than the budget still goes through when nothing else is in flight."""
         if self._inflight > 0 and self._inflight + nbytes > self._spec.max_inflight_bytes:
             raise Overloaded(
-                f"{self._inflight} bytes are in flight (budget {self._spec.max_inflight_bytes}); retry shortly"
+                f"{self._inflight} bytes in flight (budget {self._spec.max_inflight_bytes}); retry shortly"
             )
         self._inflight += nbytes
         self._metrics.inflight_bytes.set(self._inflight)
@@ -132,7 +134,8 @@ class IngestServer:
                 "uri": self._table.uri,
                 "version": self._table.version(),
                 "schema": [
-                    {"name": f.name, "type": type_name(f.type), "nullable": f.nullable} for f in self._table.schema
+                    {"name": f.name, "type": type_name(f.type), "nullable": f.nullable}
+                    for f in self._table.schema
                 ],
             }
         )
@@ -162,7 +165,9 @@ def _identity(request: web.Request) -> tuple[str | None, int | None]:
     if not producer or raw_sequence is None:
         raise BadRequest(f"{PRODUCER_HEADER} and {SEQUENCE_HEADER} must be sent together")
     if len(producer) > _MAX_PRODUCER_ID or producer.startswith("deltaingest-"):
-        raise BadRequest(f"{PRODUCER_HEADER} must be at most {_MAX_PRODUCER_ID} characters, not 'deltaingest-*'")
+        raise BadRequest(
+            f"{PRODUCER_HEADER} must be at most {_MAX_PRODUCER_ID} characters, not 'deltaingest-*'"
+        )
     try:
         sequence = int(raw_sequence)
     except ValueError:
@@ -180,7 +185,9 @@ def metrics_app(metrics: Metrics) -> web.Application:
     """``/metrics`` on its own port, so scraping never competes with ingest for a connection slot."""
 
     async def serve(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", serve)

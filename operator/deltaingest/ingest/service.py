@@ -59,7 +59,11 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
         metrics=metrics,
     )
     committer = Committer(
-        table, lock, metrics=metrics, attempts=settings.writer.commit_attempts, on_commit=checkpointer.committed
+        table,
+        lock,
+        metrics=metrics,
+        attempts=settings.writer.commit_attempts,
+        on_commit=checkpointer.committed,
     )
     metrics.table_version.set(table.version())
     log.info(
@@ -82,7 +86,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         raise ValueError(f"writer.authTokenEnv names {spec.auth_token_env}, which is not set")
     group = GroupCommitter(writer.committer.commit, limits=spec.batching, metrics=writer.metrics)
     group.start()
-    server = IngestServer(spec=spec, table=writer.table, group=group, metrics=writer.metrics, auth_token=token)
+    server = IngestServer(
+        spec=spec, table=writer.table, group=group, metrics=writer.metrics, auth_token=token
+    )
     # auto_decompress off: decode() inflates gzip itself, bounded by maxRequestBytes (a zip bomb stops early).
     runner = web.AppRunner(
         server.app(), access_log=None, shutdown_timeout=spec.shutdown_grace_seconds, auto_decompress=False

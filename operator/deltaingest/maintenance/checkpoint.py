@@ -59,8 +59,10 @@ class Checkpointer:
         while True:
             with self._wake:
                 self._wake.wait_for(
-                    lambda: self._stopping
-                    or checkpoint_due(last=self._last, latest=self._latest, every=self._every)
+                    lambda: (
+                        self._stopping
+                        or checkpoint_due(last=self._last, latest=self._latest, every=self._every)
+                    )
                 )
                 if self._stopping:
                     return

@@ -68,7 +68,9 @@ def _parse(text: str) -> tuple[pa.DataType, str]:
     word = re.match(r"[a-z_]+", lowered)
     if word and word.group(0) in _PRIMITIVES:
         return _PRIMITIVES[word.group(0)], text[word.end() :]
-    raise SchemaError(f"unknown type {text!r}; expected one of {sorted(_PRIMITIVES)}, decimal(p,s), array<>, struct<>")
+    raise SchemaError(
+        f"unknown type {text!r}; expected one of {sorted(_PRIMITIVES)}, decimal(p,s), array<>, struct<>"
+    )
 
 
 def _expect(rest: str, token: str, whole: str) -> str:

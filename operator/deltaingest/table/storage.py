@@ -1,4 +1,4 @@
-"""Storage options for delta-rs, from the standard AWS environment plus explicit overrides; never logged raw."""
+"""Storage options for delta-rs: the standard AWS environment plus explicit overrides; never logged raw."""
 
 from __future__ import annotations
 

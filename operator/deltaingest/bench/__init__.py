@@ -1,0 +1,1 @@
+"""Benchmarks behind ``make bench``: each compares against the naive baseline in the same run."""

@@ -1,0 +1,302 @@
+"""``deltaingest bench writer``: per-commit latency on SeaweedFS and the local filesystem against the naive
+``write_deltalake(uri, df, mode="append")`` baseline, then HTTP acknowledgement latency and throughput."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import yaml
+from deltalake import DeltaTable, write_deltalake
+
+from deltaingest.bench.stats import latency_ms
+from deltaingest.config import Settings
+from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
+from deltaingest.ingest.committer import Batch
+from deltaingest.ingest.service import open_writer
+from deltaingest.locking.factory import lock_kind
+
+SCHEMA = [
+    {"name": "id", "type": "long", "nullable": False},
+    {"name": "ts", "type": "timestamp", "nullable": False},
+    {"name": "user", "type": "string"},
+    {"name": "kind", "type": "string"},
+    {"name": "value", "type": "double"},
+    {"name": "tags", "type": "array<string>"},
+]
+TARGETS = {"s3_p99_ms": 100.0, "p99_speedup_vs_naive": 3.0, "http_rows_per_second": 100_000}
+
+
+def _arrow_batch(start: int, rows: int) -> pa.Table:
+    ids = range(start, start + rows)
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "ts": pa.array([1_714_557_600_000_000 + i for i in ids], pa.timestamp("us", tz="UTC")),
+            "user": pa.array([f"user-{i % 997}" for i in ids]),
+            "kind": pa.array([("click", "view", "buy")[i % 3] for i in ids]),
+            "value": pa.array([i * 0.25 for i in ids], pa.float64()),
+            "tags": pa.array([["a", "b"] if i % 2 else ["c"] for i in ids], pa.list_(pa.string())),
+        },
+        schema=pa.schema(
+            [
+                pa.field("id", pa.int64(), nullable=False),
+                pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+                pa.field("user", pa.string()),
+                pa.field("kind", pa.string()),
+                pa.field("value", pa.float64()),
+                pa.field("tags", pa.list_(pa.string())),
+            ]
+        ),
+    )
+
+
+def _ndjson(start: int, rows: int) -> bytes:
+    return b"".join(
+        json.dumps(
+            {
+                "id": i,
+                "ts": "2024-05-01T10:00:00Z",
+                "user": f"user-{i % 997}",
+                "kind": "click",
+                "value": i * 0.25,
+                "tags": ["a", "b"],
+            }
+        ).encode()
+        + b"\n"
+        for i in range(start, start + rows)
+    )
+
+
+def bench_naive(uri: str, options: dict[str, str], commits: int, rows: int) -> list[float]:
+    """The usual approach: one ``write_deltalake`` per batch, which reopens the table every time."""
+    DeltaTable.create(uri, _arrow_batch(0, 1).schema, storage_options=options)
+    latencies = []
+    for i in range(commits):
+        data = _arrow_batch(i * rows, rows)
+        started = time.perf_counter()
+        write_deltalake(uri, data, mode="append", storage_options=options)
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def bench_committer(uri: str, locking: dict[str, Any], commits: int, rows: int) -> tuple[list[float], int]:
+    """deltaingest's commit path: hot table, lock, txn actions, checkpoints in the background."""
+    settings = Settings.model_validate({"table": {"uri": uri, "schema": SCHEMA}, "locking": locking})
+    writer = open_writer(settings)
+    latencies = []
+    try:
+        for i in range(commits):
+            batch = Batch(_arrow_batch(i * rows, rows), "bench", i)
+            started = time.perf_counter()
+            writer.committer.commit([batch])
+            latencies.append(time.perf_counter() - started)
+        version = writer.table.version()
+    finally:
+        writer.close()
+    return latencies, version
+
+
+def bench_http(
+    uri: str,
+    env: dict[str, str],
+    locking: dict[str, Any],
+    *,
+    clients: int,
+    seconds: float,
+    rows: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    """A writer process under ``clients`` concurrent HTTP clients for ``seconds``."""
+    config = workdir / "http.yaml"
+    config.write_text(yaml.safe_dump({"table": {"schema": SCHEMA}, "locking": locking}))
+    port, metrics_port = free_port(), free_port()
+    log = (workdir / "writer.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deltaingest", "--log-level", "WARNING", "writer", "--table", uri, "--config",
+         str(config), "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/ingest"
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+        bodies = [_ndjson(c * 1_000_000_000, rows) for c in range(clients)]
+        latencies: list[float] = []
+        errors: list[str] = []
+        guard = threading.Lock()
+        stop_at = time.monotonic() + seconds
+
+        def client(index: int) -> None:
+            body = bodies[index]
+            while time.monotonic() < stop_at:
+                request = urllib.request.Request(
+                    url, data=body, method="POST", headers={"Content-Type": "application/x-ndjson"}
+                )
+                started = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        response.read()
+                except OSError as err:
+                    with guard:
+                        errors.append(str(err))
+                    continue
+                with guard:
+                    latencies.append(time.perf_counter() - started)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        began = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - began
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+            metrics = response.read().decode()
+        commits = _metric(metrics, "commit_duration_seconds_count")
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.close()
+    return {
+        "clients": clients,
+        "rows_per_request": rows,
+        "seconds": round(elapsed, 2),
+        "requests": len(latencies),
+        "errors": len(errors),
+        "rows_per_second": round(len(latencies) * rows / elapsed),
+        "commits": int(commits),
+        "requests_per_commit": round(len(latencies) / commits, 2) if commits else None,
+        "ack_latency_ms": latency_ms(latencies) if latencies else None,
+    }
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("writer exited during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("writer did not become ready")
+
+
+def run(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="deltaingest-bench-"))
+    report: dict[str, Any] = {"commits": args.commits, "rows_per_commit": args.rows, "results": {}}
+    try:
+        with (
+            SeaweedFS(bucket="bench", workdir=workdir / "seaweedfs") as s3,
+            MotoDynamoDB(workdir=workdir / "moto") as ddb,
+        ):
+            env = {**s3.env(), **ddb.env()}
+            os.environ.update(env)
+            dynamo = {"kind": "dynamodb", "tableName": f"bench-locks-{uuid.uuid4().hex[:6]}"}
+            s3_base = f"s3://bench/{uuid.uuid4().hex[:8]}"
+            local_base = str(workdir / "local")
+            # (name, naive baseline location or None to reuse the previous one, our table, lock settings)
+            runs = [
+                ("seaweedfs", (f"{s3_base}/naive", s3.env()), f"{s3_base}/default", {"kind": "auto"}),
+                ("seaweedfs_dynamodb_lock", None, f"{s3_base}/locked", dynamo),
+                ("local", (f"{local_base}/naive", {}), f"{local_base}/default", {"kind": "auto"}),
+            ]
+            naive: list[float] = []
+            for name, baseline, uri, locking in runs:
+                if baseline is not None:
+                    print(
+                        f"[bench] {name}: naive baseline, {args.commits} commits of {args.rows} rows",
+                        flush=True,
+                    )
+                    naive = bench_naive(baseline[0], baseline[1], args.commits, args.rows)
+                print(f"[bench] {name}: deltaingest committer (lock {locking['kind']})", flush=True)
+                ours, version = bench_committer(uri, locking, args.commits, args.rows)
+                report["results"][name] = {
+                    "naive_commit_ms": latency_ms(naive),
+                    "deltaingest_commit_ms": latency_ms(ours),
+                    "lock": lock_kind(Settings.model_validate({"locking": locking}).locking, uri),
+                    "final_version": version,
+                    "p99_speedup_vs_naive": round(latency_ms(naive)["p99"] / latency_ms(ours)["p99"], 2),
+                }
+            print(f"[bench] HTTP: {args.clients} clients for {args.http_seconds}s on SeaweedFS", flush=True)
+            report["results"]["http_seaweedfs"] = bench_http(
+                f"s3://bench/{uuid.uuid4().hex[:8]}/http", env, dynamo, clients=args.clients,
+                seconds=args.http_seconds, rows=args.http_rows, workdir=workdir,
+            )  # fmt: skip
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report["targets"] = _check_targets(report["results"])
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    print(_summary(report))
+    return 0
+
+
+def _check_targets(results: dict[str, Any]) -> dict[str, Any]:
+    s3 = results["seaweedfs"]
+    http = results["http_seaweedfs"]
+    checks = {
+        "s3_p99_ms": (
+            s3["deltaingest_commit_ms"]["p99"],
+            s3["deltaingest_commit_ms"]["p99"] <= TARGETS["s3_p99_ms"],
+        ),
+        "p99_speedup_vs_naive": (
+            s3["p99_speedup_vs_naive"],
+            s3["p99_speedup_vs_naive"] >= TARGETS["p99_speedup_vs_naive"],
+        ),
+        "http_rows_per_second": (
+            http["rows_per_second"],
+            http["rows_per_second"] >= TARGETS["http_rows_per_second"] and http["errors"] == 0,
+        ),
+    }
+    return {name: {"value": v, "target": TARGETS[name], "met": ok} for name, (v, ok) in checks.items()}
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = ["", f"Writer benchmark: {report['commits']} commits of {report['rows_per_commit']} rows"]
+    for name in ("seaweedfs", "seaweedfs_dynamodb_lock", "local"):
+        r = report["results"][name]
+        n, o = r["naive_commit_ms"], r["deltaingest_commit_ms"]
+        lines.append(f"  {name} (lock: {r['lock']})")
+        lines.append(
+            f"    naive        p50 {n['p50']:7.1f} ms  p95 {n['p95']:7.1f} ms  p99 {n['p99']:7.1f} ms"
+        )
+        lines.append(
+            f"    deltaingest  p50 {o['p50']:7.1f} ms  p95 {o['p95']:7.1f} ms  p99 {o['p99']:7.1f} ms"
+            f"  -> p99 {r['p99_speedup_vs_naive']}x lower"
+        )
+    h = report["results"]["http_seaweedfs"]
+    if h["ack_latency_ms"]:
+        a = h["ack_latency_ms"]
+        lines.append(
+            f"  HTTP on SeaweedFS with the DynamoDB lock, {h['clients']} clients x "
+            f"{h['rows_per_request']} rows: {h['rows_per_second']:,} rows/s, "
+            f"ack p50 {a['p50']} ms p99 {a['p99']} ms, {h['requests_per_commit']} requests per commit, "
+            f"{h['errors']} errors"
+        )
+    for name, check in report["targets"].items():
+        verdict = "MET" if check["met"] else "MISSED"
+        lines.append(f"  target {name}: {check['value']} (target {check['target']}) {verdict}")
+    return "\n".join(lines)
