@@ -160,3 +160,21 @@ def test_kill9_of_one_writer_loses_no_acknowledged_row(
     assert holder != victim_id.group(1) or expires < time.time()
     # and the survivor still commits
     assert post(survivor.ingest_url, ndjson([event(999_999_999)])).status == 200
+
+
+def test_two_writers_on_a_local_table_share_the_lock_file(
+    tmp_path: Path, writers: list[WriterProcess]
+) -> None:
+    uri = str(tmp_path / "local")
+    config = settings_file(tmp_path)
+    a = WriterProcess(uri, config, {}, tmp_path)
+    b = WriterProcess(uri, config, {}, tmp_path)
+    writers.extend([a, b])
+    load = Load([a.ingest_url, b.ingest_url], clients=4, stop_at_version=120)
+    load.run()
+    assert load.failures == [] and load.connection_errors == 0
+    table = DeltaTable(uri)
+    ids = table.to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == sorted(load.acked) and len(ids) == len(set(ids))
+    tokens = _fencing_tokens_by_version(table)
+    assert [t for _, t in tokens] == sorted(t for _, t in tokens)

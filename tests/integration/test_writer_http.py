@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from deltaingest.locking.dynamodb import DynamoDBLock, dynamodb_client
 from tests.helpers import WriterProcess, event, get, ndjson, post, run_cli, settings_file
 
 pytestmark = pytest.mark.integration
@@ -341,3 +342,46 @@ def test_write_command_validates_everything_first(
     rerun = json.loads(run_cli(*args, env=cloud_env).stdout)  # same producer id: nothing written twice
     assert rerun["rows"] == 0 and rerun["skippedRows"] == 25
     assert DeltaTable(s3_uri, storage_options=cloud_env).to_pyarrow_table().num_rows == 25
+
+
+def test_group_that_cannot_commit_gets_503_and_writes_nothing(
+    s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path, writers: list[WriterProcess]
+) -> None:
+    config = settings_file(
+        tmp_path, locking={"kind": "dynamodb", "tableName": lock_table, "acquireTimeoutSeconds": 1}
+    )
+    writer = WriterProcess(s3_uri, config, cloud_env, tmp_path)
+    writers.append(writer)
+    squatter = DynamoDBLock(
+        dynamodb_client(endpoint=cloud_env["AWS_ENDPOINT_URL_DYNAMODB"], region="us-east-1"),
+        table_name=lock_table, lock_id=f"{s3_uri}#commit", holder="squatter", lease_seconds=60,
+    )  # fmt: skip
+    lease = squatter.acquire()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(lambda i: post(writer.ingest_url, ndjson([event(i)])), range(3)))
+    assert [r.status for r in responses] == [503, 503, 503]
+    assert all("held by squatter" in r.body["error"] for r in responses)
+    assert responses[0].headers.get("Retry-After") == "1"
+    assert DeltaTable(s3_uri, storage_options=cloud_env).version() == 0
+    squatter.release(lease)
+    squatter.close()
+    assert post(writer.ingest_url, ndjson([event(9)])).status == 200
+    assert 'commits_total{result="failure"}' in writer.metrics()
+
+
+def test_storage_option_flag_and_secrets_never_logged(
+    s3_uri: str, cloud_env: dict[str, str], tmp_path: Path, writers: list[WriterProcess]
+) -> None:
+    env = {k: v for k, v in cloud_env.items() if k != "AWS_ENDPOINT_URL"}
+    config = settings_file(tmp_path)
+    writer = WriterProcess(
+        s3_uri, config, {**env, "AWS_ENDPOINT_URL": ""}, tmp_path,
+        "--storage-option", f"AWS_ENDPOINT_URL={cloud_env['AWS_ENDPOINT_URL']}",
+    )  # fmt: skip
+    writers.append(writer)
+    assert post(writer.ingest_url, ndjson([event(1)])).status == 200
+    writer.terminate()
+    log = writer.log_path.read_text()
+    assert cloud_env["AWS_ENDPOINT_URL"] in log  # the options are logged ...
+    assert cloud_env["AWS_SECRET_ACCESS_KEY"] not in log  # ... but never the credentials
+    assert cloud_env["AWS_ACCESS_KEY_ID"] + "'" not in log

@@ -42,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
         f"  requests         {result['requests']:,} ({result['errors']} errors), {result['commits']} commits"
     )
     print(f"  group commit     {result['requests_per_commit']} requests per commit")
-    print(
-        f"  ack latency      p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms, p99 {latency.get('p99')} ms"
-    )
+    percentiles = ", ".join(f"{q} {latency.get(q)} ms" for q in ("p50", "p95", "p99"))
+    print(f"  ack latency      {percentiles}")
     print(
         f"  table version    {delta.version()}, {len(delta.file_uris())} data files (compaction: next issue)"
     )

@@ -92,15 +92,18 @@ class Committer:
         self._app_id = f"deltaingest-writer:{lock.holder}"
         self._commit_seq = 0
         self._suspect = False  # the loaded table may be wrong after a failed attempt
+        # The plan of the last write sent for the current group: if that write landed although we saw an
+        # error, a retry must acknowledge it with this plan instead of writing again.
+        self._sent_plan: tuple[bool, ...] | None = None
 
     def commit(self, batches: Sequence[Batch]) -> GroupResult:
         self._commit_seq += 1
         commit_id = self._commit_seq
         started = time.perf_counter()
-        plan: tuple[bool, ...] | None = None
+        self._sent_plan = None
         for attempt in range(1, self._attempts + 1):
             try:
-                result, plan = self._attempt(batches, commit_id, plan)
+                result = self._attempt(batches, commit_id)
             except Exception as err:
                 self._suspect = True
                 if attempt == self._attempts or isinstance(err, LockError):
@@ -118,23 +121,21 @@ class Committer:
             return result
         raise AssertionError("unreachable")
 
-    def _attempt(
-        self, batches: Sequence[Batch], commit_id: int, landed_plan: tuple[bool, ...] | None
-    ) -> tuple[GroupResult, tuple[bool, ...]]:
+    def _attempt(self, batches: Sequence[Batch], commit_id: int) -> GroupResult:
         waited = time.perf_counter()
         lease = self._lock.acquire()
         self._metrics.lock_wait.observe(time.perf_counter() - waited)
         try:
             self._catch_up(lease)
             table = self._table.table
-            if landed_plan is not None and (table.transaction_version(self._app_id) or 0) >= commit_id:
+            if self._sent_plan is not None and (table.transaction_version(self._app_id) or -1) >= commit_id:
                 # The previous attempt's commit landed although we saw an error: acknowledge it, once.
                 lease.release_version = self._table.version()
-                return GroupResult(self._find_version(commit_id), landed_plan), landed_plan
+                return GroupResult(self._find_version(commit_id), self._sent_plan)
             written, txns = plan_writes(batches, table.transaction_version)
             if not any(written):
                 lease.release_version = self._table.version()
-                return GroupResult(self._table.version(), written), written
+                return GroupResult(self._table.version(), written)
             data = pa.concat_tables([b.data for b, w in zip(batches, written, strict=True) if w])
             now_ms = int(time.time() * 1000)
             transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
@@ -145,6 +146,7 @@ class Committer:
                 **({FENCING_TOKEN_KEY: str(lease.token)} if lease.token is not None else {}),
             }
             check_lease(lease)
+            self._sent_plan = written
             write_deltalake(
                 table,
                 data,
@@ -157,7 +159,7 @@ class Committer:
             self._metrics.batch_rows.observe(data.num_rows)
             self._metrics.batch_requests.observe(sum(written))
             self._metrics.ingest_rows.inc(data.num_rows)
-            return GroupResult(version, written), written
+            return GroupResult(version, written)
         finally:
             self._lock.release(lease)
 

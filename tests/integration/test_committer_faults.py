@@ -1,0 +1,88 @@
+"""The committer when a write fails: before it lands (retried) or after (acknowledged once, not rewritten).
+
+No real store loses a response on demand, so the fault is injected around delta-rs' write call; the table,
+the lock and everything else are real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+import deltaingest.ingest.committer as committer_module
+from deltaingest.config import Settings
+from deltaingest.ingest.committer import Batch
+from deltaingest.ingest.errors import CommitFailed
+from deltaingest.ingest.service import Writer, open_writer
+
+SCHEMA = [{"name": "id", "type": "long", "nullable": False}]
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Writer:
+    settings = Settings.model_validate({"table": {"uri": str(tmp_path / "t"), "schema": SCHEMA}})
+    opened = open_writer(settings)
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def _ids(n: int, start: int = 0) -> pa.Table:
+    return pa.table(
+        {"id": pa.array(range(start, start + n), pa.int64())},
+        schema=pa.schema([pa.field("id", pa.int64(), nullable=False)]),
+    )
+
+
+def _faulty(after_landing: bool, times: int) -> Callable[..., None]:
+    real = committer_module.write_deltalake
+    calls = {"n": 0}
+
+    def write(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            if after_landing:
+                real(*args, **kwargs)
+            raise OSError("connection reset by peer")
+        real(*args, **kwargs)
+
+    return write
+
+
+def _rows(writer: Writer) -> list[int]:
+    return sorted(DeltaTable(writer.table.uri).to_pyarrow_table().column("id").to_pylist())
+
+
+def test_lost_response_after_landing_is_acknowledged_not_rewritten(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(committer_module, "write_deltalake", _faulty(after_landing=True, times=1))
+    result = writer.committer.commit([Batch(_ids(3)), Batch(_ids(2, 10), "p", 1)])
+    assert result.written == (True, True)
+    assert result.version == 1
+    assert _rows(writer) == [0, 1, 2, 10, 11]  # exactly once, although the write was "retried"
+    assert DeltaTable(writer.table.uri).version() == 1
+
+
+def test_failure_before_landing_is_retried(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(committer_module, "write_deltalake", _faulty(after_landing=False, times=2))
+    result = writer.committer.commit([Batch(_ids(3))])
+    assert result.version == 1
+    assert _rows(writer) == [0, 1, 2]
+    assert writer.metrics.commit_retries._value.get() == 2
+
+
+def test_persistent_failure_fails_the_group_and_writes_nothing(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(committer_module, "write_deltalake", _faulty(after_landing=False, times=100))
+    with pytest.raises(CommitFailed, match="after 5 attempt"):
+        writer.committer.commit([Batch(_ids(3))])
+    assert DeltaTable(writer.table.uri).version() == 0
+    monkeypatch.undo()
+    assert writer.committer.commit([Batch(_ids(1, 7))]).version == 1  # and the writer recovers
+    assert _rows(writer) == [7]
