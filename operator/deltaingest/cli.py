@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deltaingest", description="Real-time ingest into Delta Lake tables, and their upkeep."
     )
     parser.add_argument("--version", action="version", version=f"deltaingest {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO; WARNING for bench and demo, whose reports are the output",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     writer = commands.add_parser("writer", help="run the HTTP ingest server")
@@ -123,8 +127,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet = args.command in ("bench", "demo")
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level or ("WARNING" if quiet else "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         if args.command == "bench":
