@@ -1,16 +1,24 @@
 # Every target installs what it needs: uv (from PyPI, if missing), then the locked environment in .venv.
 PYTHON ?= python3
-UV := $(PYTHON) -m uv
+# uv on PATH, else uv in $(PYTHON), else a private copy in .tools (works where pip may not touch the system).
+UV_BOOT := .tools/bin/uv
+UV := $(shell command -v uv 2>/dev/null || ($(PYTHON) -m uv --version >/dev/null 2>&1 && echo "$(PYTHON) -m uv") || echo $(UV_BOOT))
 RUN := $(UV) run --frozen
+ifeq ($(UV),$(UV_BOOT))
+UV_DEP := $(UV_BOOT)
+endif
 
 .PHONY: setup test lint format bench demo clean
 
 setup: .venv/.synced
 
-.venv/.synced: pyproject.toml uv.lock
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+.venv/.synced: pyproject.toml uv.lock $(UV_DEP)
 	$(UV) sync --frozen
 	@touch $@
+
+$(UV_BOOT):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
 
 test: setup
 	$(RUN) pytest
@@ -32,4 +40,4 @@ demo: setup
 	$(RUN) deltaingest demo --table .demo/events
 
 clean:
-	rm -rf .venv .bench .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .tools .bench .demo .pytest_cache .mypy_cache .ruff_cache
