@@ -162,6 +162,17 @@ class WriterProcess:
             self.process.wait()
 
 
+def start_writers(
+    count: int, table: str, config: Path, env: dict[str, str], log_dir: Path, registry: list[WriterProcess]
+) -> list[WriterProcess]:
+    """Start ``count`` writers on one table, registered for clean-up by the ``writers`` fixture."""
+    started = []
+    for _ in range(count):
+        started.append(WriterProcess(table, config, env, log_dir))
+        registry.append(started[-1])
+    return started
+
+
 def get_quiet(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:

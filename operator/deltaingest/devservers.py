@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -39,28 +40,20 @@ def free_port(*, with_grpc: bool = False) -> int:
     raise RuntimeError("no free port found")
 
 
-def _wait_until(
-    check: object, what: str, timeout: float, process: subprocess.Popen[bytes], log: Path
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}: {log.read_text()[-2000:]}")
-        if callable(check) and check():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not come up within {timeout}s: {log.read_text()[-2000:]}")
-
-
 class _Server:
     """A subprocess with a log file, stopped on exit."""
 
     process: subprocess.Popen[bytes] | None = None
 
-    def __init__(self, workdir: Path | None) -> None:
+    def __init__(self, workdir: Path | None = None) -> None:
+        self.port = 0
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"deltaingest-{type(self).__name__.lower()}-"))
         self.log_path = self.workdir / "server.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +62,23 @@ class _Server:
                 args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True
             )
         return self.process
+
+    def _wait_until(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        """Wait for ``check``; on failure stop the process (no caller's ``__exit__`` runs) and raise."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if check():
+                return
+            time.sleep(0.1)
+        state = (
+            f"exited with {self.process.returncode}" if self.process.poll() is not None else "did not come up"
+        )
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"{what} {state} within {timeout}s: {tail}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -94,11 +104,6 @@ class SeaweedFS(_Server):
     def __init__(self, *, bucket: str = "deltaingest", workdir: Path | None = None) -> None:
         super().__init__(workdir)
         self.bucket = bucket
-        self.port = 0
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
         """The AWS variables a process needs to reach this server (delta-rs and boto3 alike)."""
@@ -131,8 +136,8 @@ class SeaweedFS(_Server):
             f"-metricsPort={port(False)}",
         ]  # fmt: skip
         env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-        process = self._spawn(args, env)
-        _wait_until(self._bucket_ready, "SeaweedFS", 60, process, self.log_path)
+        self._spawn(args, env)
+        self._wait_until(self._bucket_ready, "SeaweedFS")
         return self
 
     def _bucket_ready(self) -> bool:
@@ -156,14 +161,6 @@ class SeaweedFS(_Server):
 class MotoDynamoDB(_Server):
     """moto's server (the DynamoDB wire protocol) on a free port."""
 
-    def __init__(self, *, workdir: Path | None = None) -> None:
-        super().__init__(workdir)
-        self.port = 0
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def env(self) -> dict[str, str]:
         return {
             "AWS_ENDPOINT_URL_DYNAMODB": self.endpoint,
@@ -174,8 +171,8 @@ class MotoDynamoDB(_Server):
 
     def start(self) -> MotoDynamoDB:
         self.port = free_port()
-        process = self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
-        _wait_until(self._up, "moto", 60, process, self.log_path)
+        self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
+        self._wait_until(self._up, "moto")
         return self
 
     def _up(self) -> bool:

@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from deltaingest.locking.dynamodb import dynamodb_client
-from tests.helpers import WriterProcess, event, ndjson, post, settings_file
+from tests.helpers import WriterProcess, event, ndjson, post, settings_file, start_writers
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,7 @@ def test_two_writers_eight_clients_500_commits(
     s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path, writers: list[WriterProcess]
 ) -> None:
     config = settings_file(tmp_path, locking={"kind": "dynamodb", "tableName": lock_table})
-    a = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    b = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.extend([a, b])
+    a, b = start_writers(2, s3_uri, config, cloud_env, tmp_path, writers)
     load = Load([a.ingest_url, b.ingest_url], clients=8, stop_at_version=500)
     load.run()
 
@@ -121,9 +119,7 @@ def test_kill9_of_one_writer_loses_no_acknowledged_row(
     config = settings_file(
         tmp_path, locking={"kind": "dynamodb", "tableName": lock_table, "leaseSeconds": lease_seconds}
     )
-    victim = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    survivor = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.extend([victim, survivor])
+    victim, survivor = start_writers(2, s3_uri, config, cloud_env, tmp_path, writers)
     victim_id = re.search(r"writer (\S+) on ", victim.log())
     assert victim_id is not None
 
@@ -167,9 +163,7 @@ def test_two_writers_on_a_local_table_share_the_lock_file(
 ) -> None:
     uri = str(tmp_path / "local")
     config = settings_file(tmp_path)
-    a = WriterProcess(uri, config, {}, tmp_path)
-    b = WriterProcess(uri, config, {}, tmp_path)
-    writers.extend([a, b])
+    a, b = start_writers(2, uri, config, {}, tmp_path, writers)
     load = Load([a.ingest_url, b.ingest_url], clients=4, stop_at_version=120)
     load.run()
     assert load.failures == [] and load.connection_errors == 0

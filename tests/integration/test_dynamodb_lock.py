@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from deltaingest.devservers import MotoDynamoDB
 from deltaingest.locking.dynamodb import DynamoDBLock, dynamodb_client, ensure_lock_table
-from deltaingest.locking.lease import LeaseLost, LockTimeout, check_lease
+from deltaingest.locking.lease import LeaseLost, LockError, LockTimeout, check_lease
+
+_OPEN: list[DynamoDBLock] = []
 
 
 def _lock(moto: MotoDynamoDB, table: str, holder: str, **kw: float) -> DynamoDBLock:
     client = dynamodb_client(endpoint=moto.endpoint, region="us-east-1")
-    return DynamoDBLock(client, table_name=table, lock_id="s3://b/t#commit", holder=holder, **kw)  # type: ignore[arg-type]
+    lock = DynamoDBLock(client, table_name=table, lock_id="s3://b/t#commit", holder=holder, **kw)  # type: ignore[arg-type]
+    _OPEN.append(lock)
+    return lock
 
 
 @pytest.fixture
-def table(moto: MotoDynamoDB, cloud_env: dict[str, str], lock_table: str) -> str:
+def table(moto: MotoDynamoDB, cloud_env: dict[str, str], lock_table: str) -> Iterator[str]:
     ensure_lock_table(dynamodb_client(endpoint=moto.endpoint, region="us-east-1"), lock_table)
-    return lock_table
+    yield lock_table
+    while _OPEN:  # stop every heartbeat thread the test started
+        _OPEN.pop().close()
 
 
 def test_created_table_has_ttl_on_expire_time(moto: MotoDynamoDB, table: str) -> None:
@@ -83,6 +90,21 @@ def test_heartbeat_keeps_a_long_lease(moto: MotoDynamoDB, table: str) -> None:
     assert other.try_acquire() is None
     holder.release(lease)
     holder.close()
+
+
+def test_unreachable_dynamodb_is_a_lock_error_and_the_heartbeat_survives(
+    moto: MotoDynamoDB, table: str
+) -> None:
+    lock = _lock(moto, table, "x", lease_seconds=1.5)
+    lease = lock.acquire()
+    lock._client = dynamodb_client(endpoint="http://127.0.0.1:9", region="us-east-1")  # nothing listens there
+    lock._client.meta.config.retries = {"max_attempts": 1}
+    time.sleep(1.2)  # at least one renewal attempt fails
+    assert lock._heartbeat.is_alive()
+    lock.release(lease)  # does not raise: the lease will expire
+    with pytest.raises(LockError):
+        lock.try_acquire()
+    assert "unknown" in (lock.describe_holder() or "")
 
 
 def test_check_lease_refuses_an_expired_lease(moto: MotoDynamoDB, table: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from deltaingest.locking.dynamodb import DynamoDBLock, dynamodb_client
-from tests.helpers import WriterProcess, event, get, ndjson, post, run_cli, settings_file
+from tests.helpers import WriterProcess, event, get, ndjson, post, run_cli, settings_file, start_writers
 
 pytestmark = pytest.mark.integration
 
@@ -245,9 +245,7 @@ def test_retry_on_another_replica_is_deduplicated(
     s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path, writers: list[WriterProcess]
 ) -> None:
     config = settings_file(tmp_path, locking={"kind": "dynamodb", "tableName": lock_table})
-    a = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    b = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.extend([a, b])
+    a, b = start_writers(2, s3_uri, config, cloud_env, tmp_path, writers)
     headers = {"X-Producer-Id": "p", "X-Sequence": "41"}
     assert post(a.ingest_url, ndjson([event(1)]), headers=headers).body.get("duplicate") is None
     assert post(b.ingest_url, ndjson([event(1)]), headers=headers).body["duplicate"] is True
@@ -312,6 +310,17 @@ def test_missing_table_without_schema_exits_with_clear_error(
     result = run_cli("writer", "--table", s3_uri, "--config", str(config), "--port", "0", env=cloud_env)
     assert result.returncode == 2
     assert b"does not exist and the settings give no schema" in result.stderr
+
+
+def test_missing_lock_table_without_create_fails_at_start(
+    s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path
+) -> None:
+    config = settings_file(tmp_path)
+    result = run_cli("writer", "--table", s3_uri, "--config", str(config), "--lock", "dynamodb",
+                     "--lock-table", lock_table, "--no-create-lock-table", env=cloud_env)  # fmt: skip
+    assert result.returncode == 1
+    assert b"does not exist and creating it is turned off" in result.stderr
+    assert not DeltaTable.is_deltatable(s3_uri, storage_options=cloud_env)  # a failed start writes nothing
 
 
 def test_write_command_validates_everything_first(

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 PRODUCER_HEADER = "X-Producer-Id"
 SEQUENCE_HEADER = "X-Sequence"
 _MAX_PRODUCER_ID = 200
+_MAX_SEQUENCE = 2**63 - 1
 
 
 class IngestServer:
@@ -172,8 +173,9 @@ def _identity(request: web.Request) -> tuple[str | None, int | None]:
         sequence = int(raw_sequence)
     except ValueError:
         raise BadRequest(f"{SEQUENCE_HEADER} must be an integer, got {raw_sequence!r}") from None
-    if sequence < 0:
-        raise BadRequest(f"{SEQUENCE_HEADER} must not be negative")
+    if not 0 <= sequence <= _MAX_SEQUENCE:
+        # Delta stores it as a long; refusing it here keeps one bad header from failing a whole group.
+        raise BadRequest(f"{SEQUENCE_HEADER} must be between 0 and {_MAX_SEQUENCE}")
     return producer, sequence
 
 

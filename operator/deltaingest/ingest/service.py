@@ -47,9 +47,14 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
     metrics = metrics or Metrics()
     uri = resolve_uri(settings.table.uri)
     options = storage_options(uri, overrides=settings.storage_options)
-    table = HotTable(uri, options, open_table(uri, settings.table, options))
     holder = new_holder_id()
+    # The lock first: a misconfigured lock must fail the start before a missing table gets created.
     lock = build_lock(settings.locking, uri, scope="commit", holder=holder)
+    try:
+        table = HotTable(uri, options, open_table(uri, settings.table, options))
+    except BaseException:
+        lock.close()
+        raise
     checkpointer = Checkpointer(
         uri=uri,
         options=options,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deltaingest.locking.lease import Lease, LockError, LockTimeout
 
@@ -36,14 +36,23 @@ def dynamodb_client(*, endpoint: str | None, region: str | None) -> DynamoDBClie
     return boto3.client("dynamodb", endpoint_url=endpoint, region_name=region or "us-east-1", config=config)
 
 
-def ensure_lock_table(client: DynamoDBClient, table_name: str) -> None:
-    """Create the lock table (on-demand billing, TTL on ``expireTime``) unless it exists."""
+def ensure_lock_table(client: DynamoDBClient, table_name: str, *, create: bool = True) -> None:
+    """Create the lock table (on-demand billing, TTL on ``expireTime``) unless it exists.
+
+    With ``create=False`` (IAM roles without ``dynamodb:CreateTable``) a missing table is an error at start-up
+    rather than a failure of the first commit.
+    """
     try:
         client.describe_table(TableName=table_name)
         return
     except ClientError as err:
         if err.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
+            raise LockError(f"DynamoDB lock table {table_name}: {err}") from err
+    if not create:
+        raise LockError(
+            f"DynamoDB lock table {table_name} does not exist and creating it is turned off "
+            "(locking.createTable: false / --no-create-lock-table)"
+        )
     try:
         client.create_table(
             TableName=table_name,
@@ -138,6 +147,8 @@ class DynamoDBLock:
             if err.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return None
             raise LockError(f"DynamoDB lock {self._table}: {err}") from err
+        except BotoCoreError as err:  # endpoint unreachable, timeouts: the caller fails this commit
+            raise LockError(f"DynamoDB lock {self._table}: {err}") from err
         old = response.get("Attributes", {})
         previous = old.get("releasedVersion", {}).get("N")
         lease = Lease(
@@ -173,9 +184,17 @@ class DynamoDBLock:
                 log.warning("lease %s (token %s) was lost before release", self.holder, lease.token)
                 return
             log.warning("could not release lease %s: %s; it will expire", self.holder, err)
+        except BotoCoreError as err:
+            # Never fail the caller here: its commit is done, and an unreleased lease simply expires.
+            log.warning("could not release lease %s: %s; it will expire", self.holder, err)
 
     def describe_holder(self) -> str | None:
-        item = self._client.get_item(TableName=self._table, Key=self._key, ConsistentRead=True).get("Item")
+        try:
+            item = self._client.get_item(TableName=self._table, Key=self._key, ConsistentRead=True).get(
+                "Item"
+            )
+        except (ClientError, BotoCoreError) as err:
+            return f"unknown ({err})"
         if not item or "holder" not in item:
             return None
         expires = int(item[TTL_ATTRIBUTE]["N"])
@@ -206,7 +225,8 @@ class DynamoDBLock:
                     ":token": {"N": str(lease.token)},
                 },
             )
-        except ClientError as err:
+        except (ClientError, BotoCoreError) as err:
+            # Keep the heartbeat alive through transient errors; the commit path checks the deadline.
             log.warning("could not renew lease %s (token %s): %s", self.holder, lease.token, err)
             return
         lease.deadline = started + self._lease_seconds - 1.0

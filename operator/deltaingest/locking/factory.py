@@ -31,8 +31,7 @@ def build_lock(spec: LockSpec, uri: str, *, scope: str, holder: str) -> Lock:
     endpoint = spec.endpoint or os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or None
     region = spec.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     client = dynamodb_client(endpoint=endpoint, region=region)
-    if spec.create_table:
-        ensure_lock_table(client, spec.table_name)
+    ensure_lock_table(client, spec.table_name, create=spec.create_table)
     return DynamoDBLock(
         client,
         table_name=spec.table_name,
