@@ -158,8 +158,22 @@ class SeaweedFS(_Server):
         return self.start()
 
 
+# moto's own server handles requests on parallel threads, and its DynamoDB backend does not serialize them:
+# two conditional UpdateItems on one item can both succeed, which real DynamoDB never allows. Serving moto's
+# application from a single thread makes every request atomic, as the lock's correctness requires.
+_SERIAL_MOTO = """
+import os, sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+host, port = sys.argv[1], int(sys.argv[2])
+os.environ.setdefault("MOTO_PORT", str(port))
+run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False,
+           request_handler=MotoRequestHandler)
+"""
+
+
 class MotoDynamoDB(_Server):
-    """moto's server (the DynamoDB wire protocol) on a free port."""
+    """moto's DynamoDB (the real wire protocol) on a free port, one request at a time."""
 
     def env(self) -> dict[str, str]:
         return {
@@ -171,7 +185,7 @@ class MotoDynamoDB(_Server):
 
     def start(self) -> MotoDynamoDB:
         self.port = free_port()
-        self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)])
+        self._spawn([sys.executable, "-c", _SERIAL_MOTO, "127.0.0.1", str(self.port)])
         self._wait_until(self._up, "moto")
         return self
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import threading
 import time
 from collections.abc import Iterator
 
@@ -114,3 +116,37 @@ def test_check_lease_refuses_an_expired_lease(moto: MotoDynamoDB, table: str) ->
     time.sleep(1.1)
     with pytest.raises(LeaseLost):
         check_lease(lease)
+
+
+def test_contending_holders_never_overlap_and_tokens_are_unique(moto: MotoDynamoDB, table: str) -> None:
+    holders = [_lock(moto, table, f"h{i}") for i in range(3)]
+    inside: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+    tokens: list[int] = []
+    acquired: collections.Counter[str] = collections.Counter()
+    guard = threading.Lock()
+    stop = time.monotonic() + 4
+
+    def contend(lock: DynamoDBLock) -> None:
+        while time.monotonic() < stop:
+            lease = lock.acquire()
+            with guard:
+                inside.append(lock.holder)
+                if len(inside) > 1:
+                    overlaps.append(tuple(inside))
+                assert lease.token is not None
+                tokens.append(lease.token)
+                acquired[lock.holder] += 1
+            time.sleep(0.01)  # the critical section
+            with guard:
+                inside.remove(lock.holder)
+            lock.release(lease)
+
+    threads = [threading.Thread(target=contend, args=(lock,)) for lock in holders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == []
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
+    assert all(acquired[lock.holder] >= 5 for lock in holders), acquired  # nobody starves
