@@ -150,11 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "write":
             return write_file(settings, args)
-    except (ValidationError, ValueError, SchemaError, TableMissing, IngestError) as err:
+    except (ValidationError, ValueError, SchemaError, TableMissing, IngestError, FileNotFoundError) as err:
         print(f"deltaingest: error: {_message(err)}", file=sys.stderr)
         return EXIT_USAGE
     except LockError as err:
         print(f"deltaingest: lock error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as err:  # e.g. the port is in use
+        print(f"deltaingest: error: {err}", file=sys.stderr)
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -116,6 +116,11 @@ class Committer:
             self._metrics.commits.labels("success").inc()
             self._metrics.commit_duration.observe(time.perf_counter() - started)
             self._metrics.table_version.set(result.version)
+            rows = sum(b.data.num_rows for b, w in zip(batches, result.written, strict=True) if w)
+            if rows:
+                self._metrics.batch_rows.observe(rows)
+                self._metrics.batch_requests.observe(sum(result.written))
+                self._metrics.ingest_rows.inc(rows)
             if self._on_commit is not None:
                 self._on_commit(result.version)
             return result
@@ -156,9 +161,6 @@ class Committer:
             )
             version = self._table.version()
             lease.release_version = version
-            self._metrics.batch_rows.observe(data.num_rows)
-            self._metrics.batch_requests.observe(sum(written))
-            self._metrics.ingest_rows.inc(data.num_rows)
             return GroupResult(version, written)
         finally:
             self._lock.release(lease)
