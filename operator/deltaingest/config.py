@@ -74,6 +74,9 @@ class WriterSpec(Model):
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="A request body not fully received by then gets 408"
+    )
     unknown_fields: Literal["reject", "drop"] = "reject"
     checkpoint_every: int = Field(
         default=10, ge=1, description="Write a checkpoint (off the request path) every N versions"

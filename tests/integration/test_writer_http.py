@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import io
 import json
+import socket
 from pathlib import Path
 
 import polars as pl
@@ -216,6 +217,22 @@ def test_over_inflight_budget_gets_429_with_retry_after(
         assert second.headers.get("Retry-After") == "1"
         assert first.result().status == 200
     assert DeltaTable(s3_uri, storage_options=cloud_env).version() == 1
+
+
+def test_slow_body_gets_408_and_frees_its_budget(tmp_path: Path, writers: list[WriterProcess]) -> None:
+    config = settings_file(tmp_path, writer={"bodyTimeoutSeconds": 1})
+    writer = WriterProcess(str(tmp_path / "t"), config, {}, tmp_path)
+    writers.append(writer)
+    with socket.create_connection(("127.0.0.1", writer.port), timeout=30) as conn:
+        conn.sendall(
+            b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+            b"Content-Length: 100000\r\n\r\n" + ndjson([event(1)])
+        )  # and then nothing more
+        reply = conn.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert b"did not arrive within 1 s" in reply
+    assert "ingest_inflight_bytes 0.0" in writer.metrics()
+    assert post(writer.ingest_url, ndjson([event(2)])).status == 200
 
 
 def test_producer_retry_after_timeout_creates_no_duplicate(

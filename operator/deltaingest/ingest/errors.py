@@ -31,6 +31,12 @@ class Unprocessable(IngestError):
     status = 422
 
 
+class RequestTimeout(IngestError):
+    """The body did not arrive in time; a slow client must not hold its share of the in-flight budget."""
+
+    status = 408
+
+
 class PayloadTooLarge(IngestError):
     status = 413
 

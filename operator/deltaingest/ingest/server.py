@@ -16,7 +16,7 @@ from deltaingest.config import WriterSpec
 from deltaingest.ingest.batcher import GroupCommitter
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.decode import DecodeOptions, decode
-from deltaingest.ingest.errors import BadRequest, IngestError, Overloaded, PayloadTooLarge
+from deltaingest.ingest.errors import BadRequest, IngestError, Overloaded, PayloadTooLarge, RequestTimeout
 from deltaingest.metrics import Metrics
 from deltaingest.table.hot import HotTable
 from deltaingest.table.schema import type_name
@@ -76,7 +76,11 @@ class IngestServer:
             if declared is not None:
                 reserved = self._reserve(declared)
             try:
-                body = await request.read()
+                body = await asyncio.wait_for(request.read(), self._spec.body_timeout_seconds)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the body did not arrive within {self._spec.body_timeout_seconds:g} s"
+                ) from None
             except web.HTTPRequestEntityTooLarge:
                 raise PayloadTooLarge(
                     f"body exceeds the limit of {self._spec.max_request_bytes} bytes"
