@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from deltaingest.locking.dynamodb import dynamodb_client
-from tests.helpers import WriterProcess, event, ndjson, post, settings_file, start_writers
+from tests.helpers import WriterProcess, event, ndjson, post, settings_file, start_writers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -126,13 +126,10 @@ def test_kill9_of_one_writer_loses_no_acknowledged_row(
     load = Load([victim.ingest_url, survivor.ingest_url], clients=6, stop_at_version=10**9)
     runner = threading.Thread(target=load.run, args=(240,))
     runner.start()
-    while load.max_version < 60:
-        time.sleep(0.01)
+    wait_for(lambda: load.max_version >= 60 or bool(load.failures), "60 commits before the kill")
     victim.kill9()
     killed_at = load.max_version
-    deadline = time.monotonic() + 120
-    while load.max_version < killed_at + 60 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: load.max_version >= killed_at + 60 or bool(load.failures), "60 commits after the kill")
     load._stop.set()
     runner.join()
 

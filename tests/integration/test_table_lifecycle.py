@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +12,7 @@ from deltaingest.config import Settings
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.service import open_writer
 from deltaingest.table.hot import TableMissing
+from tests.helpers import wait_for
 
 SCHEMA = [
     {"name": "id", "type": "long", "nullable": False},
@@ -88,10 +88,8 @@ def test_background_checkpoints_and_hot_table_swap(
     try:
         for i in range(10):
             writer.committer.commit([_batch(i * 5)])
-        deadline = time.monotonic() + 30
-        while writer.metrics.checkpoints.labels("success")._value.get() < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert writer.metrics.checkpoints.labels("success")._value.get() >= 2
+        checkpoints = writer.metrics.checkpoints.labels("success")
+        wait_for(lambda: checkpoints._value.get() >= 2, "two background checkpoints")
         for i in range(10, 14):  # commits after the swap to a table loaded from a checkpoint
             writer.committer.commit([_batch(i * 5)])
         assert writer.table.version() == 14

@@ -16,7 +16,17 @@ import pytest
 from deltalake import DeltaTable
 
 from deltaingest.locking.dynamodb import DynamoDBLock, dynamodb_client
-from tests.helpers import WriterProcess, event, get, ndjson, post, run_cli, settings_file, start_writers
+from tests.helpers import (
+    WriterProcess,
+    event,
+    get,
+    ndjson,
+    post,
+    run_cli,
+    settings_file,
+    start_writers,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -210,8 +220,7 @@ def test_over_inflight_budget_gets_429_with_retry_after(
     assert len(body) > 2048
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(post, writer.ingest_url, body)
-        while "ingest_inflight_bytes 0.0" in writer.metrics():
-            pass
+        wait_for(lambda: "ingest_inflight_bytes 0.0" not in writer.metrics(), "the first request in flight")
         second = post(writer.ingest_url, body)
         assert second.status == 429
         assert second.headers.get("Retry-After") == "1"
@@ -298,8 +307,7 @@ def test_sigterm_flushes_and_exits_zero(
     writers.append(writer)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         pending = [pool.submit(post, writer.ingest_url, ndjson([event(i)])) for i in range(4)]
-        while "ingest_inflight_bytes 0.0" in writer.metrics():
-            pass
+        wait_for(lambda: "ingest_inflight_bytes 0.0" not in writer.metrics(), "requests in flight")
         assert writer.terminate() == 0
         statuses = [p.result().status for p in pending]
     acked = statuses.count(200)
