@@ -19,6 +19,7 @@ from deltaingest.config import Settings
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.errors import CommitFailed
 from deltaingest.ingest.service import Writer, open_writer
+from deltaingest.locking.lease import Lease, LeaseLost, LockTimeout
 
 SCHEMA = [{"name": "id", "type": "long", "nullable": False}]
 
@@ -86,3 +87,29 @@ def test_persistent_failure_fails_the_group_and_writes_nothing(
     monkeypatch.undo()
     assert writer.committer.commit([Batch(_ids(1, 7))]).version == 1  # and the writer recovers
     assert _rows(writer) == [7]
+
+
+def test_lost_lease_is_retried_under_a_new_lease(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = committer_module.check_lease
+    tokens: list[int | None] = []
+
+    def expire_once(lease: Lease, margin: float = 1.0) -> None:
+        tokens.append(lease.token)
+        if len(tokens) == 1:
+            raise LeaseLost("lease expired before the commit")
+        real(lease, margin=margin)
+
+    monkeypatch.setattr(committer_module, "check_lease", expire_once)
+    result = writer.committer.commit([Batch(_ids(2))])
+    assert result.version == 1 and _rows(writer) == [0, 1]
+    assert len(tokens) == 2 and tokens[1] is not None and tokens[0] is not None and tokens[1] > tokens[0]
+    assert writer.metrics.commit_retries._value.get() == 1
+
+
+def test_lock_timeout_fails_the_group_at_once(writer: Writer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def busy() -> Lease:
+        raise LockTimeout("held by someone else")
+
+    monkeypatch.setattr(writer.lock, "acquire", busy)
+    with pytest.raises(CommitFailed, match="after 1 attempt"):
+        writer.committer.commit([Batch(_ids(1))])

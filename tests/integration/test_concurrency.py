@@ -97,7 +97,7 @@ def test_two_writers_eight_clients_500_commits(
     load = Load([a.ingest_url, b.ingest_url], clients=8, stop_at_version=500)
     load.run()
 
-    assert load.failures == []
+    assert load.failures == [], (load.failures[:5], a.log(), b.log())
     assert load.connection_errors == 0
     assert load.max_version >= 500
     assert min(load.acks_by_url.values()) > 0  # both writers took part
@@ -133,7 +133,7 @@ def test_kill9_of_one_writer_loses_no_acknowledged_row(
     load._stop.set()
     runner.join()
 
-    assert load.failures == []
+    assert load.failures == [], (load.failures[:5], survivor.log())
     assert load.max_version >= killed_at + 60, "the surviving writer did not carry on"
     assert victim.ingest_url in load.dead
     table = DeltaTable(s3_uri, storage_options=cloud_env)  # readable after the crash
@@ -163,7 +163,7 @@ def test_two_writers_on_a_local_table_share_the_lock_file(
     a, b = start_writers(2, uri, config, {}, tmp_path, writers)
     load = Load([a.ingest_url, b.ingest_url], clients=4, stop_at_version=120)
     load.run()
-    assert load.failures == [] and load.connection_errors == 0
+    assert load.failures == [] and load.connection_errors == 0, (load.failures[:5], a.log(), b.log())
     table = DeltaTable(uri)
     ids = table.to_pyarrow_table(columns=["id"]).column("id").to_pylist()
     assert sorted(ids) == sorted(load.acked) and len(ids) == len(set(ids))

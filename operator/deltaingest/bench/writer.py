@@ -27,6 +27,8 @@ from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.service import open_writer
 from deltaingest.locking.factory import lock_kind
+from deltaingest.table.hot import open_table
+from deltaingest.table.storage import storage_options
 
 SCHEMA = [
     {"name": "id", "type": "long", "nullable": False},
@@ -118,68 +120,83 @@ def bench_http(
     seconds: float,
     rows: int,
     workdir: Path,
+    naive: bool = False,
 ) -> dict[str, Any]:
-    """A writer process under ``clients`` concurrent HTTP clients for ``seconds``."""
-    config = workdir / "http.yaml"
-    config.write_text(yaml.safe_dump({"table": {"schema": SCHEMA}, "locking": locking}))
+    """A writer process (or, with ``naive``, the naive baseline server) under ``clients`` concurrent HTTP
+    clients for ``seconds``."""
     port, metrics_port = free_port(), free_port()
-    log = (workdir / "writer.log").open("wb")
+    if naive:
+        settings = Settings.model_validate({"table": {"schema": SCHEMA}})
+        open_table(uri, settings.table, storage_options(uri))
+        command = ["-m", "deltaingest.bench.naive_server", "--table", uri, "--port", str(port)]
+    else:
+        config = workdir / "http.yaml"
+        config.write_text(yaml.safe_dump({"table": {"schema": SCHEMA}, "locking": locking}))
+        command = [
+            "-m", "deltaingest", "--log-level", "WARNING", "writer", "--table", uri, "--config", str(config),
+            "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
+        ]  # fmt: skip
+    log = (workdir / f"server-{port}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "deltaingest", "--log-level", "WARNING", "writer", "--table", uri, "--config",
-         str(config), "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1/ingest"
+        [sys.executable, *command], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
+    )
     try:
         _wait_ready(f"http://127.0.0.1:{port}/readyz", process)
-        bodies = [_ndjson(c * 1_000_000_000, rows) for c in range(clients)]
-        latencies: list[float] = []
-        errors: list[str] = []
-        guard = threading.Lock()
-        stop_at = time.monotonic() + seconds
-
-        def client(index: int) -> None:
-            body = bodies[index]
-            while time.monotonic() < stop_at:
-                request = urllib.request.Request(
-                    url, data=body, method="POST", headers={"Content-Type": "application/x-ndjson"}
-                )
-                started = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as response:
-                        response.read()
-                except OSError as err:
-                    with guard:
-                        errors.append(str(err))
-                    continue
-                with guard:
-                    latencies.append(time.perf_counter() - started)
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        began = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - began
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
-            metrics = response.read().decode()
-        commits = _metric(metrics, "commit_duration_seconds_count")
+        latencies, errors, elapsed = _drive(f"http://127.0.0.1:{port}/v1/ingest", clients, seconds, rows)
+        if naive:
+            commits = DeltaTable(uri, storage_options=storage_options(uri)).version()
+        else:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                commits = int(_metric(response.read().decode(), "commit_duration_seconds_count"))
     finally:
         process.terminate()
         process.wait(60)
         log.close()
     return {
+        "server": "naive write_deltalake per request" if naive else "deltaingest writer",
         "clients": clients,
         "rows_per_request": rows,
         "seconds": round(elapsed, 2),
         "requests": len(latencies),
         "errors": len(errors),
         "rows_per_second": round(len(latencies) * rows / elapsed),
-        "commits": int(commits),
+        "commits": commits,
         "requests_per_commit": round(len(latencies) / commits, 2) if commits else None,
         "ack_latency_ms": latency_ms(latencies) if latencies else None,
     }
+
+
+def _drive(url: str, clients: int, seconds: float, rows: int) -> tuple[list[float], list[str], float]:
+    """``clients`` threads posting fixed NDJSON bodies for ``seconds``: latencies, errors, elapsed time."""
+    bodies = [_ndjson(c * 1_000_000_000, rows) for c in range(clients)]
+    latencies: list[float] = []
+    errors: list[str] = []
+    guard = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        while time.monotonic() < stop_at:
+            request = urllib.request.Request(
+                url, data=bodies[index], method="POST", headers={"Content-Type": "application/x-ndjson"}
+            )
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    response.read()
+            except OSError as err:
+                with guard:
+                    errors.append(str(err))
+                continue
+            with guard:
+                latencies.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, time.perf_counter() - began
 
 
 def _metric(text: str, name: str) -> float:
@@ -243,8 +260,22 @@ def run(args: argparse.Namespace) -> int:
                 f"s3://bench/{uuid.uuid4().hex[:8]}/http", env, dynamo, clients=args.clients,
                 seconds=args.http_seconds, rows=args.http_rows, workdir=workdir,
             )  # fmt: skip
+            print("[bench] HTTP: the naive baseline server, same clients", flush=True)
+            report["results"]["http_seaweedfs_naive"] = bench_http(
+                f"s3://bench/{uuid.uuid4().hex[:8]}/http-naive", env, {}, clients=args.clients,
+                seconds=args.http_seconds, rows=args.http_rows, workdir=workdir, naive=True,
+            )  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    ours, naive_http = report["results"]["http_seaweedfs"], report["results"]["http_seaweedfs_naive"]
+    report["results"]["http_vs_naive"] = {
+        "throughput_ratio": round(ours["rows_per_second"] / max(naive_http["rows_per_second"], 1), 2),
+        "ack_p99_ratio": (
+            round(naive_http["ack_latency_ms"]["p99"] / ours["ack_latency_ms"]["p99"], 2)
+            if ours["ack_latency_ms"] and naive_http["ack_latency_ms"]
+            else None
+        ),
+    }
     report["targets"] = _check_targets(report["results"])
     text = json.dumps(report, indent=2)
     print(text)
@@ -287,15 +318,19 @@ def _summary(report: dict[str, Any]) -> str:
             f"    deltaingest  p50 {o['p50']:7.1f} ms  p95 {o['p95']:7.1f} ms  p99 {o['p99']:7.1f} ms"
             f"  -> p99 {r['p99_speedup_vs_naive']}x lower"
         )
-    h = report["results"]["http_seaweedfs"]
-    if h["ack_latency_ms"]:
-        a = h["ack_latency_ms"]
+    for key, label in (("http_seaweedfs", "deltaingest, DynamoDB lock"), ("http_seaweedfs_naive", "naive")):
+        h = report["results"][key]
+        a = h["ack_latency_ms"] or {"p50": None, "p99": None}
         lines.append(
-            f"  HTTP on SeaweedFS with the DynamoDB lock, {h['clients']} clients x "
-            f"{h['rows_per_request']} rows: {h['rows_per_second']:,} rows/s, "
-            f"ack p50 {a['p50']} ms p99 {a['p99']} ms, {h['requests_per_commit']} requests per commit, "
-            f"{h['errors']} errors"
+            f"  HTTP on SeaweedFS ({label}), {h['clients']} clients x {h['rows_per_request']} rows: "
+            f"{h['rows_per_second']:,} rows/s, ack p50 {a['p50']} ms p99 {a['p99']} ms, "
+            f"{h['requests_per_commit']} requests per commit, {h['errors']} errors"
         )
+    versus = report["results"]["http_vs_naive"]
+    lines.append(
+        f"  HTTP: {versus['throughput_ratio']}x the naive server's throughput, "
+        f"ack p99 {versus['ack_p99_ratio']}x lower"
+    )
     for name, check in report["targets"].items():
         verdict = "MET" if check["met"] else "MISSED"
         lines.append(f"  target {name}: {check['value']} (target {check['target']}) {verdict}")

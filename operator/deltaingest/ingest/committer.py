@@ -13,7 +13,7 @@ from deltalake import write_deltalake
 from deltalake.transaction import CommitProperties, PostCommitHookProperties, Transaction
 
 from deltaingest.ingest.errors import CommitFailed
-from deltaingest.locking.lease import Lease, Lock, LockError, check_lease
+from deltaingest.locking.lease import Lease, Lock, LockTimeout, check_lease
 from deltaingest.metrics import Metrics
 from deltaingest.table.hot import HotTable
 
@@ -106,7 +106,9 @@ class Committer:
                 result = self._attempt(batches, commit_id)
             except Exception as err:
                 self._suspect = True
-                if attempt == self._attempts or isinstance(err, LockError):
+                # A lock we already waited acquireTimeoutSeconds for is final; a lost lease or a failed
+                # lock call is retried like any other attempt, under a new lease.
+                if attempt == self._attempts or isinstance(err, LockTimeout):
                     self._metrics.commits.labels("failure").inc()
                     raise CommitFailed(f"commit failed after {attempt} attempt(s): {err}") from err
                 self._metrics.commit_retries.inc()

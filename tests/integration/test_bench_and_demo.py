@@ -1,0 +1,37 @@
+"""``bench writer`` and ``demo`` run end to end (tiny sizes; the numbers themselves are not asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deltalake import DeltaTable
+
+from tests.helpers import run_cli
+
+
+def test_bench_writer_reports_every_section(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    sizes = ("--commits", "3", "--rows", "10", "--clients", "2", "--http-seconds", "1", "--http-rows", "10")
+    result = run_cli("bench", "writer", *sizes, "--output", str(output))
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    report = json.loads(output.read_text())
+    results = report["results"]
+    for backend in ("seaweedfs", "seaweedfs_dynamodb_lock", "local"):
+        assert results[backend]["deltaingest_commit_ms"]["n"] == 3
+        assert results[backend]["naive_commit_ms"]["n"] == 3
+        assert results[backend]["final_version"] == 3
+    assert results["seaweedfs_dynamodb_lock"]["lock"] == "dynamodb"
+    assert results["http_seaweedfs"]["errors"] == 0 and results["http_seaweedfs"]["requests"] > 0
+    assert results["http_seaweedfs_naive"]["requests"] > 0
+    assert set(report["targets"]) == {"s3_p99_ms", "p99_speedup_vs_naive", "http_rows_per_second"}
+    assert b"Writer benchmark" in result.stdout
+
+
+def test_demo_writes_a_readable_local_table(tmp_path: Path) -> None:
+    table = tmp_path / "demo" / "events"
+    result = run_cli("demo", "--table", str(table), "--seconds", "1", "--clients", "2", "--rows", "50")
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert b"deltaingest demo report" in result.stdout
+    assert b"pl.read_delta" in result.stdout
+    assert DeltaTable(str(table)).count() > 0
