@@ -377,6 +377,12 @@ def test_write_command_validates_everything_first(
     assert rerun["rows"] == 0 and rerun["skippedRows"] == 25
     assert DeltaTable(s3_uri, storage_options=cloud_env).to_pyarrow_table().num_rows == 25
 
+    piped = run_cli("write", "--table", s3_uri, "--config", str(config), "--input", "-", env=cloud_env,
+                    stdin=ndjson([event(i) for i in range(100, 104)]))  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["rows"] == 4
+    assert DeltaTable(s3_uri, storage_options=cloud_env).to_pyarrow_table().num_rows == 29
+
 
 def test_group_that_cannot_commit_gets_503_and_writes_nothing(
     s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path, writers: list[WriterProcess]
