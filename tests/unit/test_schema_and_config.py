@@ -102,3 +102,11 @@ def test_parse_key_values() -> None:
     assert parse_key_values(["a=b", "c=d=e"]) == {"a": "b", "c": "d=e"}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_key_values(["novalue"])
+
+
+def test_shipped_examples_validate() -> None:
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        settings = load_settings(path)
+        assert arrow_schema(settings.table.columns).names  # every example declares a schema that parses
