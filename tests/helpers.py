@@ -164,12 +164,19 @@ class WriterProcess:
 
 
 def start_writers(
-    count: int, table: str, config: Path, env: dict[str, str], log_dir: Path, registry: list[WriterProcess]
+    count: int,
+    table: str,
+    config: Path,
+    env: dict[str, str],
+    log_dir: Path,
+    registry: list[WriterProcess],
+    extra: tuple[str, ...] = (),
 ) -> list[WriterProcess]:
-    """Start ``count`` writers on one table, registered for clean-up by the ``writers`` fixture."""
+    """Start ``count`` writers on one table (``extra``: more ``writer`` flags), registered for clean-up by the
+    ``writers`` fixture."""
     started = []
     for _ in range(count):
-        started.append(WriterProcess(table, config, env, log_dir))
+        started.append(WriterProcess(table, config, env, log_dir, *extra))
         registry.append(started[-1])
     return started
 

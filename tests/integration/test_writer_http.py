@@ -114,8 +114,7 @@ def s3_writer(
     s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path, writers: list[WriterProcess]
 ) -> WriterProcess:
     config = settings_file(tmp_path, locking={"kind": "dynamodb", "tableName": lock_table})
-    writer = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.append(writer)
+    (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
     return writer
 
 
@@ -201,8 +200,7 @@ def test_oversized_body_gets_413(
     s3_uri: str, cloud_env: dict[str, str], tmp_path: Path, writers: list[WriterProcess]
 ) -> None:
     config = settings_file(tmp_path, writer={"maxRequestBytes": 4096})
-    writer = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.append(writer)
+    (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
     big = ndjson([event(i) for i in range(200)])
     assert post(writer.ingest_url, big).status == 413
     assert post(writer.ingest_url, big, gzip_body=True).status == 413  # small on the wire, too big inflated
@@ -214,8 +212,7 @@ def test_over_inflight_budget_gets_429_with_retry_after(
 ) -> None:
     # A long linger keeps the first request in flight while the second arrives.
     config = settings_file(tmp_path, writer={"maxInflightBytes": 2048, "batching": {"maxDelayMs": 3000}})
-    writer = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.append(writer)
+    (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
     body = ndjson([event(i) for i in range(30)])
     assert len(body) > 2048
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -230,8 +227,7 @@ def test_over_inflight_budget_gets_429_with_retry_after(
 
 def test_slow_body_gets_408_and_frees_its_budget(tmp_path: Path, writers: list[WriterProcess]) -> None:
     config = settings_file(tmp_path, writer={"bodyTimeoutSeconds": 1})
-    writer = WriterProcess(str(tmp_path / "t"), config, {}, tmp_path)
-    writers.append(writer)
+    (writer,) = start_writers(1, str(tmp_path / "t"), config, {}, tmp_path, writers)
     with socket.create_connection(("127.0.0.1", writer.port), timeout=30) as conn:
         conn.sendall(
             b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
@@ -248,8 +244,7 @@ def test_producer_retry_after_timeout_creates_no_duplicate(
     s3_uri: str, cloud_env: dict[str, str], tmp_path: Path, writers: list[WriterProcess]
 ) -> None:
     config = settings_file(tmp_path, writer={"batching": {"maxDelayMs": 1500}})
-    writer = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.append(writer)
+    (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
     headers = {"X-Producer-Id": "sensor-7", "X-Sequence": "1"}
     body = ndjson([event(i) for i in range(10)])
     with pytest.raises(TimeoutError):
@@ -303,8 +298,7 @@ def test_sigterm_flushes_and_exits_zero(
     s3_uri: str, cloud_env: dict[str, str], tmp_path: Path, writers: list[WriterProcess]
 ) -> None:
     config = settings_file(tmp_path, writer={"batching": {"maxDelayMs": 1000}})
-    writer = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.append(writer)
+    (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         pending = [pool.submit(post, writer.ingest_url, ndjson([event(i)])) for i in range(4)]
         wait_for(lambda: "ingest_inflight_bytes 0.0" not in writer.metrics(), "requests in flight")
@@ -318,8 +312,7 @@ def test_sigterm_flushes_and_exits_zero(
 def test_local_table_with_auth_token(tmp_path: Path, writers: list[WriterProcess]) -> None:
     uri = str(tmp_path / "local-table")
     config = settings_file(tmp_path, writer={"authTokenEnv": "INGEST_TOKEN"})
-    writer = WriterProcess(uri, config, {"INGEST_TOKEN": "s3cret"}, tmp_path)
-    writers.append(writer)
+    (writer,) = start_writers(1, uri, config, {"INGEST_TOKEN": "s3cret"}, tmp_path, writers)
     assert post(writer.ingest_url, ndjson([event(1)])).status == 401
     ok = post(writer.ingest_url, ndjson([event(1)]), headers={"Authorization": "Bearer s3cret"})
     assert ok.status == 200
@@ -390,8 +383,7 @@ def test_group_that_cannot_commit_gets_503_and_writes_nothing(
     config = settings_file(
         tmp_path, locking={"kind": "dynamodb", "tableName": lock_table, "acquireTimeoutSeconds": 1}
     )
-    writer = WriterProcess(s3_uri, config, cloud_env, tmp_path)
-    writers.append(writer)
+    (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
     squatter = DynamoDBLock(
         dynamodb_client(endpoint=cloud_env["AWS_ENDPOINT_URL_DYNAMODB"], region="us-east-1"),
         table_name=lock_table, lock_id=f"{s3_uri}#commit", holder="squatter", lease_seconds=60,
@@ -414,11 +406,10 @@ def test_storage_option_flag_and_secrets_never_logged(
 ) -> None:
     env = {k: v for k, v in cloud_env.items() if k != "AWS_ENDPOINT_URL"}
     config = settings_file(tmp_path)
-    writer = WriterProcess(
-        s3_uri, config, {**env, "AWS_ENDPOINT_URL": ""}, tmp_path,
-        "--storage-option", f"AWS_ENDPOINT_URL={cloud_env['AWS_ENDPOINT_URL']}",
-    )  # fmt: skip
-    writers.append(writer)
+    endpoint_flag = ("--storage-option", f"AWS_ENDPOINT_URL={cloud_env['AWS_ENDPOINT_URL']}")
+    (writer,) = start_writers(
+        1, s3_uri, config, {**env, "AWS_ENDPOINT_URL": ""}, tmp_path, writers, endpoint_flag
+    )
     assert post(writer.ingest_url, ndjson([event(1)])).status == 200
     writer.terminate()
     log = writer.log_path.read_text()
