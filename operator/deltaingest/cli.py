@@ -74,6 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="exactly-once id: re-running the same input with the same id writes nothing twice",
     )
 
+    daemon = commands.add_parser("daemon", help="the writer plus the compaction and vacuum loops")
+    _table_arguments(daemon)
+    daemon.add_argument("--host", help="listen address (default 0.0.0.0)")
+    daemon.add_argument("--port", type=int, help="ingest port (default 8080)")
+    daemon.add_argument("--metrics-port", type=int, help="Prometheus port (default 9090)")
+
+    compact = commands.add_parser(
+        "compact", help="merge small files when the policy's triggers say so (exit 0 also when skipped)"
+    )
+    _table_arguments(compact)
+    compact.add_argument(
+        "--force",
+        action="store_true",
+        help="ignore triggers, minimum age and tiers: compact every partition with mergeable files",
+    )
+    compact.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    vacuum = commands.add_parser("vacuum", help="delete unreferenced files past the retention, checkpoint")
+    _table_arguments(vacuum)
+    vacuum.add_argument("--retain-hours", type=float, help="retention window in hours (default 168)")
+    vacuum.add_argument("--keep-versions", type=int, help="also keep the newest N versions (default 10)")
+    vacuum.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    vacuum.add_argument(
+        "--force",
+        action="store_true",
+        help="allow a retention shorter than the table's delta.deletedFileRetentionDuration",
+    )
+    vacuum.add_argument("--json", action="store_true", help="print the report as JSON")
+
     demo = commands.add_parser(
         "demo", help="a writer on a local table under synthetic HTTP load, with a report"
     )
@@ -122,6 +151,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     }
     if writer:
         overrides["writer"] = writer
+    if args.command == "vacuum":
+        retention = {
+            key: value
+            for key, value in (
+                ("retainHours", args.retain_hours),
+                ("keepVersions", args.keep_versions),
+                ("force", args.force or None),
+            )
+            if value is not None
+        }
+        if retention:
+            overrides["vacuum"] = retention
     return load_settings(args.config, overrides)
 
 
@@ -150,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "write":
             return write_file(settings, args)
+        if args.command == "daemon":
+            from deltaingest.daemon import run_daemon  # noqa: PLC0415
+
+            asyncio.run(run_daemon(settings))
+            return 0
+        if args.command in ("compact", "vacuum"):
+            return maintain(settings, args)
     except (ValidationError, ValueError, SchemaError, TableMissing, IngestError, FileNotFoundError) as err:
         print(f"deltaingest: error: {_message(err)}", file=sys.stderr)
         return EXIT_USAGE
@@ -160,6 +208,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deltaingest: error: {err}", file=sys.stderr)
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def maintain(settings: Settings, args: argparse.Namespace) -> int:
+    """``compact`` and ``vacuum``: exit 0 when done, with nothing to do, or skipped (lease held); 1 failed."""
+    from deltalake import DeltaTable  # noqa: PLC0415
+
+    from deltaingest.locking.factory import build_lock  # noqa: PLC0415
+    from deltaingest.locking.lease import new_holder_id  # noqa: PLC0415
+    from deltaingest.maintenance.compact import compact  # noqa: PLC0415
+    from deltaingest.maintenance.vacuum import check_vacuum_policy, vacuum  # noqa: PLC0415
+    from deltaingest.table.hot import resolve_uri  # noqa: PLC0415
+    from deltaingest.table.storage import storage_options  # noqa: PLC0415
+
+    if not settings.table.uri:
+        raise ValueError("no table URI: pass --table or set table.uri in the config file")
+    uri = resolve_uri(settings.table.uri)
+    options = storage_options(uri, overrides=settings.storage_options)
+    # Checked before the lock: a lock file must not be created next to a table that is not there.
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        raise TableMissing(f"no Delta table at {uri}")
+    if args.command == "vacuum":
+        check_vacuum_policy(uri, options, settings.vacuum)
+    lock = build_lock(settings.locking, uri, scope="maintenance", holder=new_holder_id())
+    try:
+        if args.command == "compact":
+            report = compact(uri, options, settings.compaction, lock=lock, force=args.force)
+        else:
+            report = vacuum(uri, options, settings.vacuum, lock=lock, dry_run=args.dry_run)
+    finally:
+        lock.close()
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary(), flush=True)
+    return EXIT_FAILED if report.status == "failed" else 0
 
 
 def _message(err: Exception) -> str:

@@ -102,6 +102,71 @@ class LockSpec(Model):
     acquire_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+MIB = 1024 * 1024
+
+
+class CompactionSpec(Model):
+    """When to merge small files and how (see ``maintenance/planner.py`` for the exact rules)."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often the daemon evaluates the triggers"
+    )
+    target_file_size: int = Field(
+        default=128 * MIB, ge=1024, description="Size of the files compaction writes"
+    )
+    small_file_size: int = Field(
+        default=32 * MIB, ge=1, description="Files below this count as small for the triggers and gauges"
+    )
+    min_small_files: int = Field(
+        default=32, ge=2, description="Trigger: this many small files (older than minAge) in a partition"
+    )
+    min_small_bytes: int = Field(
+        default=128 * MIB, ge=1, description="Trigger: small files (older than minAge) adding up to this"
+    )
+    max_interval_seconds: float = Field(
+        default=300.0, gt=0, description="Trigger: a small file (older than minAge) has waited this long"
+    )
+    min_age_seconds: float = Field(
+        default=10.0, ge=0, description="Files younger than this do not count towards any trigger"
+    )
+    fan_in: int = Field(
+        default=4,
+        ge=2,
+        le=64,
+        description="Rewrite a file only into an output at least this many times its size (bounds rewrites)",
+    )
+    z_order_by: list[str] = Field(
+        default_factory=list, description="Z-order these columns when compacting (rewrites whole partitions)"
+    )
+    attempts: int = Field(
+        default=3, ge=1, le=20, description="Runs of one plan before giving up on a conflict"
+    )
+
+    @model_validator(mode="after")
+    def _sizes_consistent(self) -> CompactionSpec:
+        if self.small_file_size > self.target_file_size:
+            raise ValueError("compaction.smallFileSize must not exceed compaction.targetFileSize")
+        return self
+
+
+class VacuumSpec(Model):
+    """Which unreferenced files to delete, and when."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=3600.0, gt=0, description="How often the daemon vacuums")
+    retain_hours: float = Field(
+        default=168.0, ge=0, description="Keep every file a version committed within this window needs"
+    )
+    keep_versions: int = Field(
+        default=10, ge=1, description="Also keep every file the newest N versions need, however old"
+    )
+    force: bool = Field(
+        default=False,
+        description="Allow a retention shorter than the table's delta.deletedFileRetentionDuration",
+    )
+
+
 class Settings(Model):
     """Everything a ``deltaingest`` process needs besides credentials (which come from the environment)."""
 
@@ -109,6 +174,8 @@ class Settings(Model):
     storage_options: dict[str, str] = Field(default_factory=dict)
     writer: WriterSpec = Field(default_factory=WriterSpec)
     locking: LockSpec = Field(default_factory=LockSpec)
+    compaction: CompactionSpec = Field(default_factory=CompactionSpec)
+    vacuum: VacuumSpec = Field(default_factory=VacuumSpec)
 
 
 def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:

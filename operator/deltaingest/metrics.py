@@ -9,7 +9,7 @@ _ROW_BUCKETS = (1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_00
 
 
 class Metrics:
-    """The writer's metrics. Names follow the product's documented metric list."""
+    """The writer's and the maintenance loops' metrics. Names follow the product's documented metric list."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -56,3 +56,35 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.compaction_duration = Histogram(
+            "compaction_duration_seconds",
+            "One compaction run, planning included",
+            buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
+            registry=r,
+        )
+        self.compaction_runs = Counter(
+            "compaction_runs",
+            "Compaction runs by result (compacted, idle, skipped, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.compaction_bytes_rewritten = Counter(
+            "compaction_bytes_rewritten", "Bytes written by compaction (its output files)", registry=r
+        )
+        self.compaction_bytes_read = Counter(
+            "compaction_bytes_read", "Bytes of the small files compaction replaced", registry=r
+        )
+        self.compaction_files_removed = Counter(
+            "compaction_files_removed", "Files replaced by compaction", registry=r
+        )
+        self.vacuum_files_deleted = Counter(
+            "vacuum_files_deleted", "Unreferenced files deleted by vacuum", registry=r
+        )
+        self.vacuum_runs = Counter(
+            "vacuum_runs", "Vacuum runs by result (vacuumed, skipped, failed)", ["result"], registry=r
+        )
+        self.table_files = Gauge("table_files", "Active files in the latest version", registry=r)
+        self.table_small_files = Gauge(
+            "table_small_files", "Active files smaller than compaction.smallFileSize", registry=r
+        )
+        self.table_bytes = Gauge("table_bytes", "Bytes of the active files", registry=r)

@@ -10,17 +10,15 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from deltalake import write_deltalake
-from deltalake.transaction import CommitProperties, PostCommitHookProperties, Transaction
+from deltalake.transaction import CommitProperties, Transaction
 
 from deltaingest.ingest.errors import CommitFailed
 from deltaingest.locking.lease import Lease, Lock, LockTimeout, check_lease
 from deltaingest.metrics import Metrics
-from deltaingest.table.hot import HotTable
+from deltaingest.table.hot import NO_HOOKS, HotTable
 
 log = logging.getLogger(__name__)
 
-# Checkpoints and log cleanup run in the background checkpointer, never inside a request's commit.
-_NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 FENCING_TOKEN_KEY = "deltaingest.fencingToken"
 WRITER_KEY = "deltaingest.writer"
 COMMIT_ID_KEY = "deltaingest.commitId"
@@ -159,7 +157,7 @@ class Committer:
                 data,
                 mode="append",
                 commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=transactions),
-                post_commithook_properties=_NO_HOOKS,
+                post_commithook_properties=NO_HOOKS,
             )
             version = self._table.version()
             lease.release_version = version

@@ -7,7 +7,9 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -82,9 +84,19 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
     return Writer(table, lock, committer, checkpointer, metrics)
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run the writer until SIGTERM/SIGINT (or ``stop``): then stop accepting, flush, and return."""
-    writer = await asyncio.to_thread(open_writer, settings)
+async def serve(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+    background: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+) -> None:
+    """Run the writer until SIGTERM/SIGINT (or ``stop``): then stop accepting, flush, and return.
+
+    ``background`` loops (the daemon's maintenance) start once the writer is ready and get the stop event;
+    shutdown waits for them to return, so a maintenance run in progress finishes or fails on its own terms.
+    """
+    writer = await asyncio.to_thread(open_writer, settings, metrics)
     spec = settings.writer
     token = os.environ.get(spec.auth_token_env) if spec.auth_token_env else None
     if spec.auth_token_env and not token:
@@ -108,6 +120,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server.ready = True
+    tasks = [asyncio.create_task(loop(stop)) for loop in background]
     log.info("listening on %s:%d (metrics on %d)", spec.host, spec.port, spec.metrics_port)
     print(f"deltaingest writer ready on {spec.host}:{spec.port}", flush=True)
     try:
@@ -115,6 +128,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     finally:
         log.info("shutting down: no new requests, flushing queued commits")
         server.ready = False
+        await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()  # stops listening, then waits for in-flight requests (their commits)
         await group.close()
         await metrics_runner.cleanup()

@@ -84,6 +84,17 @@ def held(lock: Lock) -> Iterator[Lease]:
         lock.release(lease)
 
 
+@contextmanager
+def held_if_free(lock: Lock) -> Iterator[Lease | None]:
+    """Hold ``lock`` for the block if it is free now, else yield None at once (never wait for it)."""
+    lease = lock.try_acquire()
+    try:
+        yield lease
+    finally:
+        if lease is not None:
+            lock.release(lease)
+
+
 def new_holder_id() -> str:
     """Identity of this process as a lock holder: the pod name (hostname), pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

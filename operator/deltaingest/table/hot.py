@@ -9,12 +9,17 @@ import threading
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import PostCommitHookProperties
 
 from deltaingest.config import TableSpec
 from deltaingest.table.schema import arrow_schema, normalize
 from deltaingest.table.storage import is_object_store, redact
 
 log = logging.getLogger(__name__)
+
+# Checkpoints and log cleanup are scheduled by us (the checkpointer, vacuum), never as a side effect of a
+# commit: inside a writer's commit they would add their latency to a request.
+NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 
 
 class TableMissing(RuntimeError):

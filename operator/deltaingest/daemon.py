@@ -1,0 +1,95 @@
+"""``deltaingest daemon``: the writer plus the compaction and vacuum loops in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from deltalake import DeltaTable
+
+from deltaingest.config import Settings
+from deltaingest.ingest.service import serve
+from deltaingest.locking.factory import build_lock
+from deltaingest.locking.lease import Lock, new_holder_id
+from deltaingest.maintenance.compact import compact
+from deltaingest.maintenance.report import RunReport
+from deltaingest.maintenance.vacuum import check_vacuum_policy, vacuum
+from deltaingest.metrics import Metrics
+from deltaingest.table.facts import active_files, summarize
+from deltaingest.table.hot import resolve_uri
+from deltaingest.table.storage import storage_options
+
+log = logging.getLogger(__name__)
+
+Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def run_daemon(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    if not settings.table.uri:
+        raise ValueError("no table URI: pass --table or set table.uri in the config file")
+    uri = resolve_uri(settings.table.uri)
+    options = storage_options(uri, overrides=settings.storage_options)
+    metrics = Metrics()
+    lock = build_lock(settings.locking, uri, scope="maintenance", holder=new_holder_id())
+    try:
+        await serve(
+            settings,
+            stop=stop,
+            metrics=metrics,
+            background=maintenance_loops(settings, uri, options, lock, metrics),
+        )
+    finally:
+        lock.close()
+
+
+def maintenance_loops(
+    settings: Settings, uri: str, options: dict[str, str], lock: Lock, metrics: Metrics
+) -> list[Loop]:
+    """The enabled loops. An existing table's vacuum policy is checked before anything runs."""
+    loops: list[Loop] = []
+    compaction, retention = settings.compaction, settings.vacuum
+
+    def compact_once() -> None:
+        _log(compact(uri, options, compaction, lock=lock, metrics=metrics))
+        table = DeltaTable(uri, storage_options=options)
+        facts = summarize(table.version(), active_files(table), small_file_size=compaction.small_file_size)
+        metrics.table_files.set(facts.files)
+        metrics.table_small_files.set(facts.small_files)
+        metrics.table_bytes.set(facts.bytes)
+
+    def vacuum_once() -> None:
+        _log(vacuum(uri, options, retention, lock=lock, metrics=metrics))
+
+    if compaction.enabled:
+        loops.append(_every(compaction.interval_seconds, compact_once))
+    if retention.enabled:
+        if DeltaTable.is_deltatable(uri, storage_options=options):  # else the writer creates it; runs check
+            check_vacuum_policy(uri, options, retention)
+        loops.append(_every(retention.interval_seconds, vacuum_once))
+    return loops
+
+
+def _every(seconds: float, run: Callable[[], None]) -> Loop:
+    async def loop(stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await asyncio.to_thread(run)
+            except Exception:  # a failed run is logged; the next interval tries again
+                log.exception("maintenance run failed")
+
+    return loop
+
+
+def _log(report: RunReport) -> None:
+    level = logging.WARNING if report.status == "failed" else logging.INFO
+    if report.status in ("done", "failed"):
+        log.log(level, "%s", report.summary())
+    else:
+        log.debug("%s", report.summary())

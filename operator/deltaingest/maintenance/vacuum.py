@@ -1,0 +1,110 @@
+"""Vacuum under the maintenance lease: delete files no version inside the retention (or among the newest N)
+needs, then write a checkpoint and clean up expired log files."""
+
+from __future__ import annotations
+
+import time
+
+from deltalake import DeltaTable
+from deltalake.transaction import CommitProperties
+
+from deltaingest.config import VacuumSpec
+from deltaingest.locking.lease import Lease, Lock
+from deltaingest.maintenance.compact import MAINTAINER_KEY, MAINTENANCE_TOKEN_KEY
+from deltaingest.maintenance.report import RunReport, run_exclusive
+from deltaingest.maintenance.retention import (
+    check_retention,
+    history_needed,
+    plan_vacuum,
+    table_retention_hours,
+)
+from deltaingest.metrics import Metrics
+from deltaingest.table.hot import NO_HOOKS
+
+_MAX_LISTED = 1000  # a report lists at most this many deleted paths
+
+
+def check_vacuum_policy(uri: str, options: dict[str, str], policy: VacuumSpec) -> None:
+    """Raise ``RetentionTooShort`` before anything runs when the policy undercuts the table's retention."""
+    configuration = DeltaTable(uri, storage_options=options).metadata().configuration
+    check_retention(policy.retain_hours, table_retention_hours(configuration), force=policy.force)
+
+
+def vacuum(
+    uri: str,
+    options: dict[str, str],
+    policy: VacuumSpec,
+    *,
+    lock: Lock,
+    dry_run: bool = False,
+    now: float | None = None,
+    metrics: Metrics | None = None,
+) -> RunReport:
+    """One vacuum run (``check_vacuum_policy`` first). A failed run is reported, not raised."""
+    report = run_exclusive(
+        "vacuum",
+        uri,
+        lock,
+        lambda report, lease: _vacuum(report, uri, options, policy, lease=lease, dry_run=dry_run, now=now),
+    )
+    if metrics is not None:
+        metrics.vacuum_runs.labels(report.status).inc()
+        metrics.vacuum_files_deleted.inc(report.totals.get("filesDeleted", 0))
+    return report
+
+
+def _vacuum(
+    report: RunReport,
+    uri: str,
+    options: dict[str, str],
+    policy: VacuumSpec,
+    *,
+    lease: Lease,
+    dry_run: bool,
+    now: float | None,
+) -> None:
+    table = DeltaTable(uri, storage_options=options)
+    check_retention(
+        policy.retain_hours, table_retention_hours(table.metadata().configuration), force=policy.force
+    )
+    now = time.time() if now is None else now
+    latest = table.version()
+    report.version_before = latest
+    limit = policy.keep_versions + 1
+    while True:  # read history back to the retention cutoff, in growing steps
+        commits = [(int(c["version"]), c["timestamp"] / 1000) for c in table.history(limit)]
+        if len(commits) < limit or not history_needed(commits, now=now, retain_hours=policy.retain_hours):
+            break
+        limit *= 4
+    plan = plan_vacuum(
+        commits, latest=latest, now=now, retain_hours=policy.retain_hours, keep_versions=policy.keep_versions
+    )
+    metadata = {MAINTAINER_KEY: lease.holder}
+    if lease.token is not None:
+        metadata[MAINTENANCE_TOKEN_KEY] = str(lease.token)
+    deleted = table.vacuum(
+        retention_hours=plan.retention_hours,
+        dry_run=dry_run,
+        enforce_retention_duration=False,  # checked above against our own (possibly fractional) retention
+        keep_versions=list(plan.keep_versions) or None,
+        commit_properties=CommitProperties(custom_metadata=metadata),
+        post_commithook_properties=NO_HOOKS,
+    )
+    checkpoint = None
+    if not dry_run:
+        table.update_incremental()
+        table.create_checkpoint()
+        table.cleanup_metadata()
+        checkpoint = table.version()
+    report.version_after = table.version()
+    report.status = "done" if deleted or checkpoint is not None else "nothing-to-do"
+    report.totals = {
+        "filesDeleted": 0 if dry_run else len(deleted),
+        "filesToDelete": len(deleted) if dry_run else 0,
+        "dryRun": dry_run,
+        "retainHours": policy.retain_hours,
+        "keepVersions": policy.keep_versions,
+        "oldestKeptVersion": plan.oldest_kept_version,
+        "checkpointVersion": checkpoint,
+    }
+    report.items = [{"path": path} for path in sorted(deleted)[:_MAX_LISTED]]
