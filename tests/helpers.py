@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import gzip
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -108,14 +110,22 @@ def event(i: int, **overrides: Any) -> dict[str, Any]:
 
 
 class WriterProcess:
-    """``deltaingest writer`` in a subprocess, ready when ``/readyz`` answers 200."""
+    """``deltaingest writer`` (or ``daemon``) in a subprocess, ready when ``/readyz`` answers 200."""
 
-    def __init__(self, table: str, config: Path, env: dict[str, str], log_dir: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        table: str,
+        config: Path,
+        env: dict[str, str],
+        log_dir: Path,
+        *extra: str,
+        command: str = "writer",
+    ) -> None:
         self.port = free_port()
         self.metrics_port = free_port()
-        self.log_path = log_dir / f"writer-{self.port}.log"
+        self.log_path = log_dir / f"{command}-{self.port}.log"
         args = [
-            sys.executable, "-m", "deltaingest", "writer", "--table", table, "--config", str(config),
+            sys.executable, "-m", "deltaingest", command, "--table", table, "--config", str(config),
             "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), *extra,
         ]  # fmt: skip
         with self.log_path.open("wb") as log:
@@ -171,12 +181,13 @@ def start_writers(
     log_dir: Path,
     registry: list[WriterProcess],
     extra: tuple[str, ...] = (),
+    command: str = "writer",
 ) -> list[WriterProcess]:
-    """Start ``count`` writers on one table (``extra``: more ``writer`` flags), registered for clean-up by the
-    ``writers`` fixture."""
+    """Start ``count`` writers (or daemons) on one table (``extra``: more flags), registered for clean-up by
+    the ``writers`` fixture."""
     started = []
     for _ in range(count):
-        started.append(WriterProcess(table, config, env, log_dir, *extra))
+        started.append(WriterProcess(table, config, env, log_dir, *extra, command=command))
         registry.append(started[-1])
     return started
 
@@ -211,3 +222,70 @@ def run_cli(
         timeout=300,
         check=False,
     )
+
+
+ROWS_PER_REQUEST = 20
+
+
+@dataclass
+class Load:
+    """Clients that send uniquely numbered rows with producer ids, failing over to the next writer."""
+
+    urls: list[str]
+    clients: int
+    stop_at_version: int
+    acked: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    connection_errors: int = 0
+    max_version: int = 0
+    acks_by_url: collections.Counter[str] = field(default_factory=collections.Counter)
+    dead: set[str] = field(default_factory=set)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, seconds: float = 240) -> None:
+        threads = [threading.Thread(target=self._client, args=(c,)) for c in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        self._stop.wait(seconds)
+        self._stop.set()
+        for thread in threads:
+            thread.join(60)
+
+    def _client(self, client: int) -> None:
+        sequence = 0
+        while not self._stop.is_set():
+            sequence += 1
+            ids = [client * 10_000_000 + sequence * 100 + j for j in range(ROWS_PER_REQUEST)]
+            body = ndjson([event(i) for i in ids])
+            headers = {"X-Producer-Id": f"client-{client}", "X-Sequence": str(sequence)}
+            if not self._send(client + sequence, body, headers, ids):
+                return
+
+    def _send(self, start: int, body: bytes, headers: dict[str, str], ids: list[int]) -> bool:
+        """Send until acknowledged, trying the writers in turn (the same sequence on every try)."""
+        for attempt in range(50):
+            live = [u for u in self.urls if u not in self.dead] or self.urls
+            url = live[(start + attempt) % len(live)]
+            try:
+                response = post(url, body, headers=headers, timeout=60)
+            except OSError:
+                with self._guard:
+                    self.connection_errors += 1
+                    self.dead.add(url)
+                continue
+            if response.status != 200:
+                with self._guard:
+                    self.failures.append(f"{response.status} {response.body}")
+                return False
+            with self._guard:
+                self.acks_by_url[url] += 1
+                # A duplicate ack is a retry whose first try committed unacknowledged: its rows count once.
+                self.acked.extend(ids)
+                self.max_version = max(self.max_version, response.body["version"])
+                if self.max_version >= self.stop_at_version:
+                    self._stop.set()
+            return True
+        with self._guard:
+            self.failures.append("no writer reachable")
+        return False

@@ -2,86 +2,18 @@
 
 from __future__ import annotations
 
-import collections
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
 from deltaingest.locking.dynamodb import dynamodb_client
-from tests.helpers import WriterProcess, event, ndjson, post, settings_file, start_writers, wait_for
+from tests.helpers import Load, WriterProcess, event, ndjson, post, settings_file, start_writers, wait_for
 
 pytestmark = pytest.mark.integration
-
-ROWS_PER_REQUEST = 20
-
-
-@dataclass
-class Load:
-    """Clients that send uniquely numbered rows with producer ids, failing over to the next writer."""
-
-    urls: list[str]
-    clients: int
-    stop_at_version: int
-    acked: list[int] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    connection_errors: int = 0
-    max_version: int = 0
-    acks_by_url: collections.Counter[str] = field(default_factory=collections.Counter)
-    dead: set[str] = field(default_factory=set)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self, seconds: float = 240) -> None:
-        threads = [threading.Thread(target=self._client, args=(c,)) for c in range(self.clients)]
-        for thread in threads:
-            thread.start()
-        self._stop.wait(seconds)
-        self._stop.set()
-        for thread in threads:
-            thread.join(60)
-
-    def _client(self, client: int) -> None:
-        sequence = 0
-        while not self._stop.is_set():
-            sequence += 1
-            ids = [client * 10_000_000 + sequence * 100 + j for j in range(ROWS_PER_REQUEST)]
-            body = ndjson([event(i) for i in ids])
-            headers = {"X-Producer-Id": f"client-{client}", "X-Sequence": str(sequence)}
-            if not self._send(client + sequence, body, headers, ids):
-                return
-
-    def _send(self, start: int, body: bytes, headers: dict[str, str], ids: list[int]) -> bool:
-        """Send until acknowledged, trying the writers in turn (the same sequence on every try)."""
-        for attempt in range(50):
-            live = [u for u in self.urls if u not in self.dead] or self.urls
-            url = live[(start + attempt) % len(live)]
-            try:
-                response = post(url, body, headers=headers, timeout=60)
-            except OSError:
-                with self._guard:
-                    self.connection_errors += 1
-                    self.dead.add(url)
-                continue
-            if response.status != 200:
-                with self._guard:
-                    self.failures.append(f"{response.status} {response.body}")
-                return False
-            with self._guard:
-                self.acks_by_url[url] += 1
-                # A duplicate ack is a retry whose first try committed unacknowledged: its rows count once.
-                self.acked.extend(ids)
-                self.max_version = max(self.max_version, response.body["version"])
-                if self.max_version >= self.stop_at_version:
-                    self._stop.set()
-            return True
-        with self._guard:
-            self.failures.append("no writer reachable")
-        return False
 
 
 def _fencing_tokens_by_version(table: DeltaTable) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ and they are packed into new files no larger than it. So the plan chooses, per p
   of them, or the oldest has waited ``maxInterval``. A partition where nothing was written for
   ``maxInterval`` is consolidated into ``targetFileSize`` files once (``idle``).
 - Tier rule (size-tiered compaction): the largest ``target_size`` at which an output is at least ``fanIn``
-  times the largest file merged into it, or at least half the target size. A file is therefore
+  times the largest file merged into it. A file is therefore
   rewritten only when it becomes a ``fanIn`` times smaller part of something, which bounds how often the
   same bytes are rewritten (write amplification) while small files still merge within ``maxInterval``.
 """
@@ -129,8 +129,7 @@ def choose_target_size(sizes: Sequence[int], policy: CompactionSpec) -> int | No
 
     At T, delta-rs merges the files of at most T bytes into outputs of at most T bytes, about
     min(their sum, T) each. T is worth it when that output is at least ``fanIn`` times the largest file it
-    takes in, or at least half the target file size. The values of T worth trying are one byte below each
-    file size (the largest T that leaves that file and all larger ones out), the total, and the target.
+    takes in. The values of T worth trying are one byte below each file size (the largest T that leaves that file and all larger ones out), the total, and the target.
     When no T passes, a ratio of 2 is accepted instead, so that a leftover mid-size file cannot hold back
     the merging of the small files around it for good.
     """
@@ -146,7 +145,7 @@ def choose_target_size(sizes: Sequence[int], policy: CompactionSpec) -> int | No
             if count < 2 or ordered[0] + ordered[1] > size:
                 continue
             output = min(sums[count - 1], size)
-            if output >= ratio * ordered[count - 1] or 2 * output >= target:
+            if output >= ratio * ordered[count - 1]:
                 return size
     return None
 

@@ -20,6 +20,7 @@ from deltaingest.maintenance.retention import (
 )
 from deltaingest.metrics import Metrics
 from deltaingest.table.hot import NO_HOOKS
+from deltaingest.table.store import existing
 
 _MAX_LISTED = 1000  # a report lists at most this many deleted paths
 
@@ -82,14 +83,26 @@ def _vacuum(
     metadata = {MAINTAINER_KEY: lease.holder}
     if lease.token is not None:
         metadata[MAINTENANCE_TOKEN_KEY] = str(lease.token)
-    deleted = table.vacuum(
-        retention_hours=plan.retention_hours,
-        dry_run=dry_run,
-        enforce_retention_duration=False,  # checked above against our own (possibly fractional) retention
-        keep_versions=list(plan.keep_versions) or None,
-        commit_properties=CommitProperties(custom_metadata=metadata),
-        post_commithook_properties=NO_HOOKS,
-    )
+
+    def run(dry: bool) -> list[str]:
+        return table.vacuum(
+            retention_hours=plan.retention_hours,
+            dry_run=dry,
+            enforce_retention_duration=False,  # checked above against our own (possibly fractional) retention
+            keep_versions=list(plan.keep_versions) or None,
+            commit_properties=CommitProperties(custom_metadata=metadata),
+            post_commithook_properties=NO_HOOKS,
+        )
+
+    # delta-rs lists expired tombstones until they leave the log, also when a run already deleted them.
+    listed = run(True)
+    present = existing(uri, options, listed)
+    todo = listed if present is None else [p for p in listed if p in present]
+    if dry_run or not todo:
+        deleted = todo
+    else:
+        removed = run(False)
+        deleted = removed if present is None else [p for p in removed if p in present or p not in listed]
     checkpoint = None
     if not dry_run:
         table.update_incremental()
