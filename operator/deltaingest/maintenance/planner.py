@@ -127,11 +127,11 @@ def trigger(eligible: Sequence[DataFile], policy: CompactionSpec, *, now: float)
 def choose_target_size(sizes: Sequence[int], policy: CompactionSpec) -> int | None:
     """The largest ``target_size`` worth passing to delta-rs for files of these sizes, or None.
 
-    At T, delta-rs merges the files of at most T bytes into outputs of at most T bytes, about
-    min(their sum, T) each. T is worth it when that output is at least ``fanIn`` times the largest file it
-    takes in. The values of T worth trying are one byte below each file size (the largest T that leaves that file and all larger ones out), the total, and the target.
-    When no T passes, a ratio of 2 is accepted instead, so that a leftover mid-size file cannot hold back
-    the merging of the small files around it for good.
+    At T, delta-rs merges the files of at most T bytes into outputs of at most T bytes, about min(their
+    sum, T) each. T is worth it when that output is at least ``fanIn`` times the largest file it takes in.
+    The values of T worth trying are one byte below each file size (the largest T that leaves that file
+    and all larger ones out), the total, and the target. When no T passes, a ratio of 2 is accepted, so
+    that a leftover mid-size file cannot hold back the merging of the small files around it for good.
     """
     target = policy.target_file_size
     ordered = sorted(s for s in sizes if s <= target)
