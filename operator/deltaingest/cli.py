@@ -104,14 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     vacuum.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = commands.add_parser(
-        "demo", help="a writer on a local table under synthetic HTTP load, with a report"
+        "demo", help="the daemon on a local table (or --s3) under synthetic HTTP load, with a report"
     )
     demo.add_argument("--table", default=".demo/events", help="local table path (replaced if present)")
-    demo.add_argument("--seconds", type=float, default=20.0)
+    demo.add_argument("--s3", action="store_true", help="SeaweedFS and the DynamoDB lock on moto instead")
+    demo.add_argument("--seconds", type=float, default=30.0)
     demo.add_argument("--clients", type=int, default=4)
     demo.add_argument("--rows", type=int, default=1000, help="rows per request")
 
-    bench = commands.add_parser("bench", help="benchmarks")
+    _bench_arguments(commands.add_parser("bench", help="benchmarks"))
+    return parser
+
+
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench_kinds = bench.add_subparsers(dest="bench", required=True)
     bench_writer = bench_kinds.add_parser(
         "writer", help="commit and HTTP latency/throughput vs the naive baseline"
@@ -122,7 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench_writer.add_argument("--http-seconds", type=float, default=10.0, help="duration of the HTTP load")
     bench_writer.add_argument("--http-rows", type=int, default=5000, help="rows per HTTP request")
     bench_writer.add_argument("--output", type=Path, help="also write the JSON report here")
-    return parser
+    bench_maintenance = bench_kinds.add_parser(
+        "maintenance", help="write amplification, small files and read speed with the compaction policy"
+    )
+    bench_maintenance.add_argument("--rows", type=int, default=2_000_000)
+    bench_maintenance.add_argument("--rows-per-commit", type=int, default=1000)
+    bench_maintenance.add_argument(
+        "--policy", help='compaction settings as JSON, over the bench defaults, e.g. {"fanIn": 8}'
+    )
+    bench_maintenance.add_argument(
+        "--storage", choices=["seaweedfs", "local"], default="seaweedfs", help="where the tables live"
+    )
+    bench_maintenance.add_argument(
+        "--workdir", type=Path, help="where the two tables go (default: a temp dir)"
+    )
+    bench_maintenance.add_argument("--keep", action="store_true", help="keep the tables afterwards")
+    bench_maintenance.add_argument("--output", type=Path, help="also write the JSON report here")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -176,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "bench":
+            if args.bench == "maintenance":
+                from deltaingest.bench.maintenance import run as run_maintenance  # noqa: PLC0415
+
+                return run_maintenance(args)
             from deltaingest.bench.writer import run as run_bench  # noqa: PLC0415 (dev-only dependencies)
 
             return run_bench(args)

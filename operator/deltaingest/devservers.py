@@ -15,7 +15,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 ACCESS_KEY = "deltaingest"
 SECRET_KEY = "deltaingest-secret"
@@ -92,9 +91,7 @@ class _Server:
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __exit__(
-        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

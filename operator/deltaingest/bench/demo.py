@@ -1,53 +1,128 @@
-"""``deltaingest demo``: a writer on a local table (the embedded default, no servers), synthetic events over
-HTTP from concurrent clients, and a short report. Later issues add compaction and vacuum to it."""
+"""``deltaingest demo``: the daemon (writer + compaction + vacuum) on a local table, the embedded default
+with no servers, or with ``--s3`` on local SeaweedFS with the DynamoDB lock on moto; synthetic events over
+HTTP from concurrent clients, then a short report."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
+import yaml
 from deltalake import DeltaTable
 
-from deltaingest.bench.writer import bench_http
+from deltaingest.bench.stats import latency_ms
+from deltaingest.bench.writer import SCHEMA, drive, metric, wait_ready
+from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
+from deltaingest.table.facts import active_files
+from deltaingest.table.storage import storage_options
+
+# Maintenance on a demo's clock: compaction every few seconds, a vacuum retention of 15 seconds (forced,
+# which a real table should never need).
+DEMO_POLICY: dict[str, Any] = {
+    "compaction": {"intervalSeconds": 5, "minAgeSeconds": 2, "minSmallFiles": 16, "maxIntervalSeconds": 15},
+    "vacuum": {"intervalSeconds": 10, "retainHours": 15 / 3600, "keepVersions": 5, "force": True},
+}
 
 
 def run(args: argparse.Namespace) -> int:
-    table = Path(args.table).absolute()
-    if table.exists():
-        shutil.rmtree(table)
-    workdir = table.parent / ".demo-work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(
-        f"[demo] writer on {table} (local filesystem, lock file), {args.clients} clients for {args.seconds}s"
-    )
-    result = bench_http(
-        str(table),
-        {},
-        {"kind": "auto"},
-        clients=args.clients,
-        seconds=args.seconds,
-        rows=args.rows,
-        workdir=workdir,
-    )
+    workdir = Path(args.table).absolute().parent / ".demo-work"
     shutil.rmtree(workdir, ignore_errors=True)
-    delta = DeltaTable(str(table))
-    rows = delta.count()
-    latency = result["ack_latency_ms"] or {}
+    workdir.mkdir(parents=True)
+    with ExitStack() as stack:
+        if args.s3:
+            s3 = SeaweedFS(bucket="demo", workdir=workdir / "seaweedfs").start()
+            stack.callback(s3.stop)
+            ddb = MotoDynamoDB(workdir=workdir / "moto").start()
+            stack.callback(ddb.stop)
+            env = {**s3.env(), **ddb.env()}
+            os.environ.update(env)
+            uri = f"s3://demo/events-{uuid.uuid4().hex[:6]}"
+            locking: dict[str, Any] = {"kind": "dynamodb", "tableName": "deltaingest_demo_locks"}
+            where = f"{uri} on SeaweedFS ({s3.endpoint}), DynamoDB lock on moto"
+        else:
+            uri = str(Path(args.table).absolute())
+            shutil.rmtree(uri, ignore_errors=True)
+            env, locking = {}, {"kind": "auto"}
+            where = f"{uri} (local filesystem, lock file)"
+        print(f"[demo] daemon on {where}; {args.clients} clients for {args.seconds:g}s", flush=True)
+        result = _run_daemon(uri, env, locking, workdir, args)
+        return _report(uri, where, result)
+
+
+def _run_daemon(
+    uri: str, env: dict[str, str], locking: dict[str, Any], workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    config = workdir / "demo.yaml"
+    config.write_text(yaml.safe_dump({"table": {"schema": SCHEMA}, "locking": locking, **DEMO_POLICY}))
+    port, metrics_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "deltaingest", "--log-level", "INFO", "daemon", "--table", uri,
+        "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+        "--metrics-port", str(metrics_port),
+    ]  # fmt: skip
+    log_path = workdir / "daemon.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+            url = f"http://127.0.0.1:{port}/v1/ingest"
+            latencies, errors, elapsed = drive(url, args.clients, args.seconds, args.rows)
+            print("[demo] load done; one more round of compaction and vacuum", flush=True)
+            time.sleep(DEMO_POLICY["vacuum"]["intervalSeconds"] + 1)
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                metrics = response.read().decode()
+        finally:
+            process.terminate()
+            process.wait(60)
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "elapsed": elapsed,
+        "metrics": metrics,
+        "log": log_path,
+        "rows_per_request": args.rows,
+    }
+
+
+def _report(uri: str, where: str, result: dict[str, Any]) -> int:
+    options = storage_options(uri)
+    table = DeltaTable(uri, storage_options=options)
+    history = table.history()
+    writes = sum(1 for h in history if h["operation"] == "WRITE")
+    compactions = sum(1 for h in history if h["operation"] == "OPTIMIZE")
+    files_now = len(active_files(table))
+    metrics = result["metrics"]
+    latency = latency_ms(result["latencies"]) if result["latencies"] else {}
+    rows = table.count()
+    acked = round(len(result["latencies"]) * result["rows_per_request"] / result["elapsed"])
+    deleted = int(metric(metrics, "vacuum_files_deleted_total"))
     print()
     print("deltaingest demo report")
-    print(f"  table            {table}")
-    print(f"  rows committed   {rows:,} ({result['rows_per_second']:,} rows/s acknowledged)")
+    print(f"  table            {where}")
+    print(f"  rows             {rows:,} committed, {acked:,} rows/s acknowledged")
     print(
-        f"  requests         {result['requests']:,} ({result['errors']} errors), {result['commits']} commits"
+        f"  requests         {len(result['latencies']):,} ({len(result['errors'])} errors), {writes} commits"
     )
-    print(f"  group commit     {result['requests_per_commit']} requests per commit")
-    percentiles = ", ".join(f"{q} {latency.get(q)} ms" for q in ("p50", "p95", "p99"))
-    print(f"  ack latency      {percentiles}")
+    print("  ack latency      " + ", ".join(f"{q} {latency.get(q)} ms" for q in ("p50", "p95", "p99")))
+    print(f"  files            {writes} written by the writer, {files_now} after compaction")
     print(
-        f"  table version    {delta.version()}, {len(delta.file_uris())} data files (compaction: next issue)"
+        f"  compaction       {compactions} runs, "
+        f"{int(metric(metrics, 'compaction_bytes_read_total')):,} bytes of small files rewritten into "
+        f"{int(metric(metrics, 'compaction_bytes_rewritten_total')):,}"
     )
+    print(f"  vacuum           {deleted} unreferenced files deleted, table at version {table.version()}")
+    print(f"  daemon log       {result['log']}")
     print()
     print("Read it with polars:")
-    print(f"  uv run python -c \"import polars as pl; print(pl.read_delta('{table}').describe())\"")
-    return 0 if result["errors"] == 0 else 1
+    opts = f", storage_options={options!r}" if options else ""
+    print(f"  uv run python -c \"import polars as pl; print(pl.read_delta('{uri}'{opts}).describe())\"")
+    return 0 if not result["errors"] and rows > 0 else 1

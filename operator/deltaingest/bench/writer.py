@@ -141,13 +141,13 @@ def bench_http(
         [sys.executable, *command], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
     )
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/readyz", process)
-        latencies, errors, elapsed = _drive(f"http://127.0.0.1:{port}/v1/ingest", clients, seconds, rows)
+        wait_ready(f"http://127.0.0.1:{port}/readyz", process)
+        latencies, errors, elapsed = drive(f"http://127.0.0.1:{port}/v1/ingest", clients, seconds, rows)
         if naive:
             commits = DeltaTable(uri, storage_options=storage_options(uri)).version()
         else:
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
-                commits = int(_metric(response.read().decode(), "commit_duration_seconds_count"))
+                commits = int(metric(response.read().decode(), "commit_duration_seconds_count"))
     finally:
         process.terminate()
         process.wait(60)
@@ -166,7 +166,7 @@ def bench_http(
     }
 
 
-def _drive(url: str, clients: int, seconds: float, rows: int) -> tuple[list[float], list[str], float]:
+def drive(url: str, clients: int, seconds: float, rows: int) -> tuple[list[float], list[str], float]:
     """``clients`` threads posting fixed NDJSON bodies for ``seconds``: latencies, errors, elapsed time."""
     bodies = [_ndjson(c * 1_000_000_000, rows) for c in range(clients)]
     latencies: list[float] = []
@@ -199,14 +199,14 @@ def _drive(url: str, clients: int, seconds: float, rows: int) -> tuple[list[floa
     return latencies, errors, time.perf_counter() - began
 
 
-def _metric(text: str, name: str) -> float:
+def metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
