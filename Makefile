@@ -8,7 +8,7 @@ ifeq ($(UV),$(UV_BOOT))
 UV_DEP := $(UV_BOOT)
 endif
 
-.PHONY: setup test lint format bench demo clean
+.PHONY: setup test lint format bench demo demo-s3 clean
 
 setup: .venv/.synced
 
@@ -35,9 +35,13 @@ format: setup
 bench: setup
 	@mkdir -p .bench
 	$(RUN) deltaingest bench writer --output .bench/writer.json
+	$(RUN) deltaingest bench maintenance --output .bench/maintenance.json
 
 demo: setup
 	$(RUN) deltaingest demo --table .demo/events
+
+demo-s3: setup
+	$(RUN) deltaingest demo --s3 --table .demo/events
 
 clean:
 	rm -rf .venv .tools .bench .demo .pytest_cache .mypy_cache .ruff_cache

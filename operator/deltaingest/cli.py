@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a retention shorter than the table's delta.deletedFileRetentionDuration",
     )
+    vacuum.add_argument(
+        "--full",
+        action="store_true",
+        help="also delete unreferenced files (from crashed writers) older than the retention; needs >= 1 h",
+    )
     vacuum.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = commands.add_parser(
@@ -178,6 +183,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                 ("retainHours", args.retain_hours),
                 ("keepVersions", args.keep_versions),
                 ("force", args.force or None),
+                ("full", args.full or None),
             )
             if value is not None
         }

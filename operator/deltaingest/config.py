@@ -165,6 +165,19 @@ class VacuumSpec(Model):
         default=False,
         description="Allow a retention shorter than the table's delta.deletedFileRetentionDuration",
     )
+    full: bool = Field(
+        default=False,
+        description="Also delete unreferenced files (left by crashed writers) older than the retention",
+    )
+
+    @model_validator(mode="after")
+    def _full_needs_an_hour(self) -> VacuumSpec:
+        # In full mode a file is judged by its age alone; a writer's file not yet committed is seconds old.
+        if self.full and self.retain_hours < 1:
+            raise ValueError(
+                "vacuum.full needs retainHours of at least 1: younger files may be uncommitted writes"
+            )
+        return self
 
 
 class Settings(Model):

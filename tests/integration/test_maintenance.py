@@ -305,3 +305,27 @@ def test_kill9_of_the_compactor_mid_run_leaves_the_table_readable(
     per_partition = Counter(f.partition for f in active_files(table))
     assert len(per_partition) == partitions and set(per_partition.values()) == {1}
     assert rows(s3_uri, cloud_env) == expected
+
+
+def test_full_vacuum_deletes_old_orphans_on_a_local_table(tmp_path: Path) -> None:
+    uri = str(tmp_path / "local")
+    for n in range(3):
+        append(uri, {}, range(n * 10, n * 10 + 10), "d")
+    expected = rows(uri, {})
+    orphan = Path(uri, "day=d", "part-orphan-from-a-crashed-writer.parquet")
+    orphan.write_bytes(b"PAR1 not committed")
+    recent = Path(uri, "day=d", "part-uncommitted-just-now.parquet")
+    recent.write_bytes(b"PAR1 still being written")
+    two_hours_ago = time.time() - 7200
+    os.utime(orphan, (two_hours_ago, two_hours_ago))
+
+    plain = run_cli("vacuum", "--table", uri, "--retain-hours", "1", "--force")
+    assert plain.returncode == 0 and orphan.exists()  # the default mode only deletes removed files
+    too_short = run_cli("vacuum", "--table", uri, "--retain-hours", "0.5", "--force", "--full")
+    assert too_short.returncode == 2 and b"at least 1" in too_short.stderr
+    code, report = cli_json("vacuum", "--table", uri, "--retain-hours", "1", "--force", "--full", env={})
+    assert code == 0 and [i["path"] for i in report["items"]] == [
+        "day=d/part-orphan-from-a-crashed-writer.parquet"
+    ]
+    assert not orphan.exists() and recent.exists()
+    assert rows(uri, {}) == expected

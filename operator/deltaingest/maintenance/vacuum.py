@@ -92,6 +92,7 @@ def _vacuum(
             keep_versions=list(plan.keep_versions) or None,
             commit_properties=CommitProperties(custom_metadata=metadata),
             post_commithook_properties=NO_HOOKS,
+            full=policy.full,
         )
 
     # delta-rs lists expired tombstones until they leave the log, also when a run already deleted them.
@@ -115,6 +116,7 @@ def _vacuum(
         "filesDeleted": 0 if dry_run else len(deleted),
         "filesToDelete": len(deleted) if dry_run else 0,
         "dryRun": dry_run,
+        "full": policy.full,
         "retainHours": policy.retain_hours,
         "keepVersions": policy.keep_versions,
         "oldestKeptVersion": plan.oldest_kept_version,
