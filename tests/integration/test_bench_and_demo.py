@@ -28,10 +28,26 @@ def test_bench_writer_reports_every_section(tmp_path: Path) -> None:
     assert b"Writer benchmark" in result.stdout
 
 
-def test_demo_writes_a_readable_local_table(tmp_path: Path) -> None:
+def test_bench_maintenance_reports_every_section(tmp_path: Path) -> None:
+    output = tmp_path / "maintenance.json"
+    policy = '{"intervalSeconds": 0.5, "minAgeSeconds": 0, "minSmallFiles": 4, "maxIntervalSeconds": 1}'
+    sizes = ("--rows", "20000", "--storage", "local", "--policy", policy)
+    result = run_cli("bench", "maintenance", *sizes, "--output", str(output))
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    report = json.loads(output.read_text())
+    assert report["files"]["baseline"]["files"] == 20
+    assert report["targets"]["rows_unchanged"]["met"]
+    assert report["compaction_runs"] > 0 and report["bytes_ingested"] > 0
+    assert report["policy_rested"] and report["files"]["after_compaction"]["files"] == 1
+    assert set(report["targets"]) == {"write_amplification", "read_speedup", "rows_unchanged"}
+    assert b"Maintenance benchmark" in result.stdout
+
+
+def test_demo_runs_the_daemon_on_a_local_table(tmp_path: Path) -> None:
     table = tmp_path / "demo" / "events"
-    result = run_cli("demo", "--table", str(table), "--seconds", "1", "--clients", "2", "--rows", "50")
+    result = run_cli("demo", "--table", str(table), "--seconds", "3", "--clients", "2", "--rows", "50")
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert b"deltaingest demo report" in result.stdout
     assert b"pl.read_delta" in result.stdout
     assert DeltaTable(str(table)).count() > 0
+    assert b"after compaction" in result.stdout
