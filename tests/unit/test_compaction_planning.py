@@ -10,6 +10,8 @@ from deltaingest.config import CompactionSpec
 from deltaingest.maintenance.planner import (
     DataFile,
     choose_target_size,
+    compression_ratio,
+    input_target,
     partition_filters,
     plan_compaction,
 )
@@ -68,7 +70,7 @@ def test_idle_partition_is_consolidated_once() -> None:
     tiers = [*files(1, size=40 * 1024 * KB, age=400), *files(1, size=9 * 1024 * KB, age=400)]
     plan = plan_compaction(tiers, POLICY, now=NOW)
     assert plan.partitions[0].reason.startswith("idle")
-    assert plan.partitions[0].target_size == POLICY.target_file_size
+    assert plan.partitions[0].target_size == input_target(POLICY.target_file_size, 1.0, [])
     consolidated = files(1, size=49 * 1024 * KB, age=400)
     assert plan_compaction(consolidated, POLICY, now=NOW).partitions == ()
 
@@ -78,13 +80,36 @@ def test_force_ignores_triggers_and_age_but_needs_two_mergeable_files() -> None:
         [*files(2, age=0, partition="a"), *files(1, partition="b")], POLICY, now=NOW, force=True
     )
     assert [p.partition for p in plan.partitions] == [(("day", "a"),)]
-    assert plan.partitions[0].target_size == POLICY.target_file_size
+    assert plan.partitions[0].target_size == input_target(POLICY.target_file_size, 1.0, [])
     assert plan.skipped[0].reason == "fewer than two files can be merged"
 
 
 def test_files_at_target_size_are_left_alone() -> None:
     done = files(3, size=POLICY.target_file_size + 1)
     assert plan_compaction(done, POLICY, now=NOW, force=True).partitions == ()
+
+
+def test_delta_rs_gets_enough_input_for_a_target_size_output() -> None:
+    target = 128 * 1024 * KB
+    assert input_target(target, 1.0, []) == int(target * 1.1)  # incompressible: a little above the target
+    assert input_target(target, 0.25, []) == int(target * 1.1 / 0.25)  # merged data is 4x smaller
+    assert input_target(target, 0.001, []) == int(target * 1.1 * 16)  # bounded
+    # Never as large as a file that already reached the target: delta-rs would rewrite it.
+    assert input_target(target, 0.25, [target + 5, 3 * target, 10]) == target + 4
+
+
+def test_compression_ratio_of_earlier_compactions() -> None:
+    assert compression_ratio([]) == 1.0
+    assert compression_ratio([(1000, 200), (3000, 600)]) == 0.2
+    assert compression_ratio([(100, 500)]) == 1.0  # never planned as growth
+    assert compression_ratio([(0, 0)]) == 1.0
+
+
+def test_forced_compaction_of_compressible_data_packs_more_input() -> None:
+    small = files(4000, size=40 * KB)  # 156 MiB of small files that compress 5x when merged
+    plan = plan_compaction(small, POLICY, now=NOW, force=True, compression=0.2)
+    assert plan.partitions[0].target_size == int(POLICY.target_file_size * 1.1 / 0.2)
+    assert len(plan.partitions[0].candidates) == 4000  # one output of about 34 MiB, not two
 
 
 def test_tier_rule_keeps_a_larger_file_out_until_it_is_a_small_part_of_the_output() -> None:

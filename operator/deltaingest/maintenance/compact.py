@@ -18,7 +18,13 @@ from deltalake.transaction import CommitProperties
 
 from deltaingest.config import CompactionSpec
 from deltaingest.locking.lease import Lease, Lock, check_lease
-from deltaingest.maintenance.planner import PartitionPlan, describe, partition_filters, plan_compaction
+from deltaingest.maintenance.planner import (
+    PartitionPlan,
+    compression_ratio,
+    describe,
+    partition_filters,
+    plan_compaction,
+)
 from deltaingest.maintenance.report import RunReport, run_exclusive
 from deltaingest.metrics import Metrics
 from deltaingest.table.facts import active_files
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 MAINTAINER_KEY = "deltaingest.maintainer"
 MAINTENANCE_TOKEN_KEY = "deltaingest.maintenanceToken"
 _MAX_SKIPPED_ITEMS = 50  # a report lists at most this many skipped partitions
+_HISTORY = 200  # commits searched for earlier compactions (their compression ratio)
 
 
 class CompactionFailed(RuntimeError):
@@ -73,7 +80,14 @@ def _compact(
 ) -> None:
     table = DeltaTable(uri, storage_options=options)
     report.version_before = table.version()
-    plan = plan_compaction(active_files(table), policy, now=time.time() if now is None else now, force=force)
+    compression = compression_ratio(_past_compactions(table))
+    plan = plan_compaction(
+        active_files(table),
+        policy,
+        now=time.time() if now is None else now,
+        force=force,
+        compression=compression,
+    )
     metadata = {MAINTAINER_KEY: lease.holder}
     if lease.token is not None:
         metadata[MAINTENANCE_TOKEN_KEY] = str(lease.token)
@@ -101,7 +115,7 @@ def _compact(
         log.info("compacted %s (%s): %s", describe(part.partition), part.reason, counts)
     for skipped in plan.skipped[:_MAX_SKIPPED_ITEMS]:
         report.items.append({"partition": describe(skipped.partition), "skipped": skipped.reason})
-    report.totals = {**totals, "partitionsSkipped": len(plan.skipped)}
+    report.totals = {**totals, "partitionsSkipped": len(plan.skipped), "compression": round(compression, 3)}
     table.update_incremental()
     report.version_after = table.version()
     if totals["filesRemoved"]:
@@ -147,6 +161,17 @@ def _run_partition(
             )
             table.update_incremental()
     raise AssertionError("unreachable")
+
+
+def _past_compactions(table: DeltaTable) -> list[tuple[int, int]]:
+    """(bytes read, bytes written) of the OPTIMIZE commits among the last ``_HISTORY`` commits."""
+    found = []
+    for commit in table.history(_HISTORY):
+        metrics = commit.get("operationMetrics") or {}
+        if commit.get("operation") == "OPTIMIZE" and metrics:
+            found.append((_file_stats(metrics, "filesRemoved").get("totalSize", 0),
+                          _file_stats(metrics, "filesAdded").get("totalSize", 0)))  # fmt: skip
+    return found
 
 
 def _file_stats(result: dict[str, Any], key: str) -> dict[str, Any]:

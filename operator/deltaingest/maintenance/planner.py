@@ -8,7 +8,11 @@ and they are packed into new files no larger than it. So the plan chooses, per p
   of them, or the oldest has waited ``maxInterval``. A partition where nothing was written for
   ``maxInterval`` is consolidated into ``targetFileSize`` files once (``idle``).
 - Tier rule (size-tiered compaction): the largest ``target_size`` at which an output is at least ``fanIn``
-  times the largest file merged into it. A file is therefore
+  times the largest file merged into it.
+- ``targetFileSize`` is the size of the files compaction *writes*. delta-rs packs input bytes, and many small
+  files compress into far fewer bytes once merged, so the size passed to delta-rs is the target divided by the
+  table's observed compression (``compression_ratio``), with a 10% margin, and kept below every file that
+  already reached the target (delta-rs would otherwise rewrite those). A file is therefore
   rewritten only when it becomes a ``fanIn`` times smaller part of something, which bounds how often the
   same bytes are rewritten (write amplification) while small files still merge within ``maxInterval``.
 """
@@ -23,6 +27,8 @@ from itertools import accumulate
 from deltaingest.config import CompactionSpec
 
 Partition = tuple[tuple[str, str | None], ...]
+_MARGIN = 1.1  # aim a little above the target: a file that just misses it would be compacted again
+_MIN_COMPRESSION = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -62,16 +68,26 @@ class CompactionPlan:
 
 
 def plan_compaction(
-    files: Iterable[DataFile], policy: CompactionSpec, *, now: float, force: bool = False
+    files: Iterable[DataFile],
+    policy: CompactionSpec,
+    *,
+    now: float,
+    force: bool = False,
+    compression: float = 1.0,
 ) -> CompactionPlan:
-    """Which partitions to compact now and why; ``force`` ignores triggers, minimum age and the tier rule."""
+    """Which partitions to compact now and why; ``force`` ignores triggers, minimum age and the tier rule.
+
+    ``compression`` is output bytes per input byte of earlier compactions (``compression_ratio``).
+    """
     by_partition: dict[Partition, list[DataFile]] = {}
     for file in files:
         by_partition.setdefault(file.partition, []).append(file)
     plans: list[PartitionPlan] = []
     skipped: list[Skipped] = []
     for partition in sorted(by_partition, key=_sort_key):
-        decision = _plan_partition(by_partition[partition], policy, now=now, force=force)
+        decision = _plan_partition(
+            by_partition[partition], policy, now=now, force=force, compression=compression
+        )
         if isinstance(decision, PartitionPlan):
             plans.append(decision)
         else:
@@ -80,17 +96,17 @@ def plan_compaction(
 
 
 def _plan_partition(
-    files: list[DataFile], policy: CompactionSpec, *, now: float, force: bool
+    files: list[DataFile], policy: CompactionSpec, *, now: float, force: bool, compression: float
 ) -> PartitionPlan | str:
     partition = files[0].partition
-    target = policy.target_file_size
+    target = input_target(policy.target_file_size, compression, [f.size for f in files])
     if force:
         return _plan_at(partition, files, target, "forced") or "fewer than two files can be merged"
     if now - max(f.modified for f in files) >= policy.max_interval_seconds:
         idle = _plan_at(partition, files, target, f"idle for {policy.max_interval_seconds:g}s")
         if idle is not None:
             return idle
-    size = choose_target_size([f.size for f in files if f.size <= target], policy)
+    size = choose_target_size([f.size for f in files if f.size <= target], policy, limit=target)
     if size is None:
         return "nothing worth merging (no output would be fanIn times its largest input)"
     eligible = [
@@ -124,8 +140,30 @@ def trigger(eligible: Sequence[DataFile], policy: CompactionSpec, *, now: float)
     return None
 
 
-def choose_target_size(sizes: Sequence[int], policy: CompactionSpec) -> int | None:
-    """The largest ``target_size`` worth passing to delta-rs for files of these sizes, or None.
+def input_target(target: int, compression: float, sizes: Sequence[int]) -> int:
+    """The largest ``target_size`` delta-rs may get in a partition with files of these sizes: enough input
+    for an output of ``target`` (plus 10%) at this compression, and below every file already that large."""
+    scaled = int(target * _MARGIN / min(max(compression, _MIN_COMPRESSION), 1.0))
+    done = [s for s in sizes if s >= target]
+    return min(scaled, min(done) - 1) if done else scaled
+
+
+def compression_ratio(compactions: Iterable[tuple[int, int]]) -> float:
+    """Output bytes per input byte over earlier compactions given as (bytes read, bytes written); 1.0
+    without any. Bounded to [1/16, 1]: merging never makes data larger worth planning for."""
+    read = written = 0
+    for removed, added in compactions:
+        read, written = read + removed, written + added
+    if read <= 0 or written <= 0:
+        return 1.0
+    return min(max(written / read, _MIN_COMPRESSION), 1.0)
+
+
+def choose_target_size(
+    sizes: Sequence[int], policy: CompactionSpec, *, limit: int | None = None
+) -> int | None:
+    """The largest ``target_size`` up to ``limit`` (default: the target file size) worth passing to delta-rs
+    for files of these sizes, or None.
 
     At T, delta-rs merges the files of at most T bytes into outputs of at most T bytes, about min(their
     sum, T) each. T is worth it when that output is at least ``fanIn`` times the largest file it takes in.
@@ -133,7 +171,7 @@ def choose_target_size(sizes: Sequence[int], policy: CompactionSpec) -> int | No
     and all larger ones out), the total, and the target. When no T passes, a ratio of 2 is accepted, so
     that a leftover mid-size file cannot hold back the merging of the small files around it for good.
     """
-    target = policy.target_file_size
+    target = policy.target_file_size if limit is None else limit
     ordered = sorted(s for s in sizes if s <= target)
     if len(ordered) < 2:
         return None
