@@ -37,7 +37,9 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage-option", action="append", default=[], metavar="KEY=VALUE", help="delta-rs storage option"
     )
     parser.add_argument(
-        "--lock", choices=["auto", "none", "file", "dynamodb"], help="commit lock (default: auto)"
+        "--lock",
+        choices=["auto", "none", "file", "dynamodb"],
+        help="lock kind for commits and the maintenance lease (default auto: a lock file for local tables)",
     )
     parser.add_argument("--lock-table", help="DynamoDB lock table name (default: deltaingest_locks)")
     parser.add_argument(

@@ -53,19 +53,13 @@ def compact(
     metrics: Metrics | None = None,
 ) -> RunReport:
     """One compaction run. Never raises for a failed run: the report says ``failed`` and why."""
-    report = run_exclusive(
+    return run_exclusive(
         "compact",
         uri,
         lock,
         lambda report, lease: _compact(report, uri, options, policy, lease=lease, force=force, now=now),
+        metrics=metrics,
     )
-    if metrics is not None:
-        metrics.compaction_runs.labels(report.status).inc()
-        metrics.compaction_duration.observe(report.duration_seconds)
-        metrics.compaction_bytes_rewritten.inc(report.totals.get("bytesWritten", 0))
-        metrics.compaction_bytes_read.inc(report.totals.get("bytesRead", 0))
-        metrics.compaction_files_removed.inc(report.totals.get("filesRemoved", 0))
-    return report
 
 
 def _compact(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from deltaingest.locking.lease import Lease, Lock, held_if_free
+from deltaingest.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,12 @@ class RunReport:
 
 
 def run_exclusive(
-    operation: Literal["compact", "vacuum"], uri: str, lock: Lock, body: Callable[[RunReport, Lease], None]
+    operation: Literal["compact", "vacuum"],
+    uri: str,
+    lock: Lock,
+    body: Callable[[RunReport, Lease], None],
+    *,
+    metrics: Metrics | None = None,
 ) -> RunReport:
     """Run ``body`` under the maintenance lease if it is free, else report ``skipped`` and who holds it.
 
@@ -81,4 +87,19 @@ def run_exclusive(
         log.exception("%s of %s failed", operation, uri)
         report.status, report.reason = "failed", f"{type(err).__name__}: {err}"
     report.duration_seconds = time.perf_counter() - started
+    if metrics is not None:
+        _observe(report, metrics)
     return report
+
+
+def _observe(report: RunReport, metrics: Metrics) -> None:
+    totals = report.totals
+    if report.operation == "compact":
+        metrics.compaction_runs.labels(report.status).inc()
+        metrics.compaction_duration.observe(report.duration_seconds)
+        metrics.compaction_bytes_rewritten.inc(totals.get("bytesWritten", 0))
+        metrics.compaction_bytes_read.inc(totals.get("bytesRead", 0))
+        metrics.compaction_files_removed.inc(totals.get("filesRemoved", 0))
+    else:
+        metrics.vacuum_runs.labels(report.status).inc()
+        metrics.vacuum_files_deleted.inc(totals.get("filesDeleted", 0))

@@ -42,16 +42,13 @@ def vacuum(
     metrics: Metrics | None = None,
 ) -> RunReport:
     """One vacuum run (``check_vacuum_policy`` first). A failed run is reported, not raised."""
-    report = run_exclusive(
+    return run_exclusive(
         "vacuum",
         uri,
         lock,
         lambda report, lease: _vacuum(report, uri, options, policy, lease=lease, dry_run=dry_run, now=now),
+        metrics=metrics,
     )
-    if metrics is not None:
-        metrics.vacuum_runs.labels(report.status).inc()
-        metrics.vacuum_files_deleted.inc(report.totals.get("filesDeleted", 0))
-    return report
 
 
 def _vacuum(
