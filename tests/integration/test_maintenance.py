@@ -329,3 +329,19 @@ def test_full_vacuum_deletes_old_orphans_on_a_local_table(tmp_path: Path) -> Non
     ]
     assert not orphan.exists() and recent.exists()
     assert rows(uri, {}) == expected
+
+
+def test_z_order_rewrites_a_triggered_partition_sorted_by_its_columns(tmp_path: Path) -> None:
+    uri = str(tmp_path / "zorder")
+    for n in (3, 1, 2, 0):  # ids arrive out of order
+        append(uri, {}, range(n * 10, n * 10 + 10), "d")
+    expected = rows(uri, {})
+    config = settings_file(tmp_path, schema=SCHEMA, compaction={"zOrderBy": ["id"], "minSmallFiles": 2,
+                                                                 "minAgeSeconds": 0})  # fmt: skip
+    code, report = cli_json("compact", "--table", uri, "--config", str(config), env={})
+    assert code == 0 and report["status"] == "done" and report["filesRemoved"] == 4
+    table = DeltaTable(uri)
+    assert table.history(1)[0]["operation"] == "OPTIMIZE"
+    assert len(active_files(table)) == 1
+    assert table.to_pyarrow_table().column("id").to_pylist() == list(range(40))  # clustered by id
+    assert rows(uri, {}) == expected
