@@ -345,3 +345,19 @@ def test_z_order_rewrites_a_triggered_partition_sorted_by_its_columns(tmp_path: 
     assert len(active_files(table)) == 1
     assert table.to_pyarrow_table().column("id").to_pylist() == list(range(40))  # clustered by id
     assert rows(uri, {}) == expected
+
+
+def test_a_second_vacuum_counts_no_file_twice_on_a_local_table(tmp_path: Path) -> None:
+    uri = str(tmp_path / "twice")
+    for n in range(4):
+        append(uri, {}, range(n * 10, n * 10 + 10), "d")
+    assert run_cli("compact", "--table", uri, "--force").returncode == 0
+    args = ("vacuum", "--table", uri, "--retain-hours", "0", "--force", "--keep-versions", "1")
+    code, first = cli_json(*args, env={})
+    assert code == 0 and first["filesDeleted"] == 4
+    code, second = cli_json(*args, env={})  # delta-rs lists the four tombstones again
+    assert code == 0 and second["filesDeleted"] == 0 and second["items"] == []
+    append(uri, {}, range(100, 110), "d")
+    assert run_cli("compact", "--table", uri, "--force").returncode == 0  # two new tombstones
+    code, third = cli_json(*args, env={})  # four gone and two present: only the two count
+    assert code == 0 and third["filesDeleted"] == 2 and len(third["items"]) == 2

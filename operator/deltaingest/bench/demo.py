@@ -76,10 +76,8 @@ def _run_daemon(
             wait_ready(f"http://127.0.0.1:{port}/readyz", process)
             url = f"http://127.0.0.1:{port}/v1/ingest"
             latencies, errors, elapsed = drive(url, args.clients, args.seconds, args.rows)
-            print("[demo] load done; one more round of compaction and vacuum", flush=True)
-            time.sleep(DEMO_POLICY["vacuum"]["intervalSeconds"] + 1)
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
-                metrics = response.read().decode()
+            print("[demo] load done; waiting for compaction of the idle table and a vacuum", flush=True)
+            metrics = _after_next_runs(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             process.terminate()
             process.wait(60)
@@ -93,14 +91,36 @@ def _run_daemon(
     }
 
 
+def _after_next_runs(url: str) -> str:
+    """The daemon's metrics once the idle table is compacted into one file and a vacuum has run after this
+    call (or after a timeout), so the report shows what maintenance did with the last writes."""
+
+    def scrape() -> tuple[str, float]:
+        with urllib.request.urlopen(url) as response:
+            text = response.read().decode()
+        runs = sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith("vacuum_runs_total{"))
+        return text, runs
+
+    _, vacuums = scrape()
+    compaction = DEMO_POLICY["compaction"]
+    deadline = time.monotonic() + compaction["maxIntervalSeconds"] + 3 * compaction["intervalSeconds"]
+    while True:
+        text, now_vacuums = scrape()
+        if (now_vacuums > vacuums and metric(text, "table_files") <= 1) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.5)
+
+
 def _report(uri: str, where: str, result: dict[str, Any]) -> int:
     options = storage_options(uri)
     table = DeltaTable(uri, storage_options=options)
     history = table.history()
     writes = sum(1 for h in history if h["operation"] == "WRITE")
     compactions = sum(1 for h in history if h["operation"] == "OPTIMIZE")
-    files_now = len(active_files(table))
     metrics = result["metrics"]
+    small = int(metric(metrics, "compaction_bytes_read_total"))
+    rewritten = int(metric(metrics, "compaction_bytes_rewritten_total"))
+    files_now = len(active_files(table))
     latency = latency_ms(result["latencies"]) if result["latencies"] else {}
     rows = table.count()
     acked = round(len(result["latencies"]) * result["rows_per_request"] / result["elapsed"])
@@ -115,9 +135,7 @@ def _report(uri: str, where: str, result: dict[str, Any]) -> int:
     print("  ack latency      " + ", ".join(f"{q} {latency.get(q)} ms" for q in ("p50", "p95", "p99")))
     print(f"  files            {writes} written by the writer, {files_now} after compaction")
     print(
-        f"  compaction       {compactions} runs, "
-        f"{int(metric(metrics, 'compaction_bytes_read_total')):,} bytes of small files rewritten into "
-        f"{int(metric(metrics, 'compaction_bytes_rewritten_total')):,}"
+        f"  compaction       {compactions} runs, {small:,} bytes of small files rewritten into {rewritten:,}"
     )
     print(f"  vacuum           {deleted} unreferenced files deleted, table at version {table.version()}")
     print(f"  daemon log       {result['log']}")

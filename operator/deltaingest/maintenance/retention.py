@@ -1,10 +1,15 @@
 """What vacuum must keep, decided from the table's commit times and the policy. Pure: no I/O, no clock.
 
-delta-rs deletes a removed file once its removal is older than ``retention_hours`` (whole hours), and keeps
-every file of the versions listed in ``keep_versions``. A file removed after the cutoff is still needed by
-the version that was current at the cutoff, so versions from that one on stay readable. We add to
-``keep_versions`` the newest N versions and, for a fractional retention, the versions between our exact
-cutoff and the whole-hour one delta-rs applies.
+delta-rs deletes a removed file once its tombstone (``deletionTimestamp``) is older than ``retention_hours``
+(whole hours), and keeps every file of the versions listed in ``keep_versions``. Versions must stay readable
+from the one current at our exact cutoff (or the newest N, if that reaches further back) to the latest. A file
+such a version needs and delta-rs would delete was removed by a later commit ``r`` whose tombstone is older
+than delta-rs' cutoff; the version just before ``r`` needs it, so ``r - 1`` is kept. Listing only those
+versions, not every version in the window, keeps delta-rs' work small: it loads each listed version.
+
+A tombstone's timestamp is taken when the operation starts, not when it commits (a long compaction commits
+minutes later), but never before the version it read was committed. So a removing commit whose read version
+is newer than delta-rs' cutoff cannot carry a tombstone that delta-rs would delete.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_TABLE_RETENTION_HOURS = 168.0
 _UNITS = {
@@ -55,6 +61,46 @@ def check_retention(retain_hours: float, table_hours: float, *, force: bool) -> 
 
 
 @dataclass(frozen=True)
+class Commit:
+    """What vacuum planning needs from one entry of the table's history."""
+
+    version: int
+    timestamp: float  # seconds since the epoch
+    removes_files: bool
+    read_version: int | None = None  # the version the operation read, when the log records it
+
+
+# Operations that never remove a data file; anything else (including ones we do not know) may.
+_KEEPS_FILES = frozenset(
+    {
+        "VACUUM START",
+        "VACUUM END",
+        "CREATE TABLE",
+        "SET TBLPROPERTIES",
+        "ADD CONSTRAINT",
+        "DROP CONSTRAINT",
+        "ADD COLUMN",
+        "UPDATE TABLE METADATA",
+        "UPDATE FIELD METADATA",
+    }
+)
+_UNKNOWN_START = 3600.0  # an operation without a read version may have started this long before its commit
+
+
+def commit_from_history(entry: dict[str, Any]) -> Commit:
+    operation = str(entry.get("operation", ""))
+    parameters = entry.get("operationParameters") or {}
+    if operation == "WRITE":
+        removes = str(parameters.get("mode", "")).lower() != "append"
+    else:
+        removes = operation not in _KEEPS_FILES
+    read = entry.get("readVersion")
+    return Commit(
+        int(entry["version"]), entry["timestamp"] / 1000, removes, int(read) if read is not None else None
+    )
+
+
+@dataclass(frozen=True)
 class VacuumPlan:
     retention_hours: int  # what delta-rs is given
     keep_versions: tuple[int, ...]  # versions whose files delta-rs must keep in addition
@@ -62,31 +108,38 @@ class VacuumPlan:
 
 
 def plan_vacuum(
-    commits: Sequence[tuple[int, float]],
+    commits: Sequence[Commit],
     *,
     latest: int,
     now: float,
     retain_hours: float,
     keep_versions: int,
 ) -> VacuumPlan:
-    """``commits`` are (version, commit time in seconds), newest first, reaching back at least to the
-    newest commit at or before ``now - retain_hours`` when there is one (see ``history_needed``)."""
+    """``commits`` are newest first and reach back at least to the newest commit at or before
+    ``now - retain_hours`` when there is one (see ``history_needed``)."""
     whole_hours = math.floor(retain_hours)
-    exact = _current_at(commits, now - retain_hours * 3600)
-    coarse = _current_at(commits, now - whole_hours * 3600)
-    oldest = max(0, min(exact, latest - keep_versions + 1))
-    # delta-rs itself keeps every version from ``coarse`` on; we name the older ones we also need.
-    return VacuumPlan(whole_hours, tuple(range(oldest, coarse)), oldest)
+    coarse_cutoff = now - whole_hours * 3600  # delta-rs deletes tombstones older than this
+    oldest = max(0, min(_current_at(commits, now - retain_hours * 3600), latest - keep_versions + 1))
+    committed = {c.version: c.timestamp for c in commits}
+    keep = set()
+    for commit in commits:
+        if not commit.removes_files or commit.version <= oldest:
+            continue
+        read_at = committed.get(commit.read_version) if commit.read_version is not None else None
+        started = read_at if read_at is not None else commit.timestamp - _UNKNOWN_START
+        if started <= coarse_cutoff:  # some of its tombstones may be older than delta-rs' cutoff
+            keep.add(commit.version - 1)
+    return VacuumPlan(whole_hours, tuple(sorted(keep)), oldest)
 
 
-def history_needed(commits: Sequence[tuple[int, float]], *, now: float, retain_hours: float) -> bool:
+def history_needed(commits: Sequence[Commit], *, now: float, retain_hours: float) -> bool:
     """True while ``commits`` (newest first) do not yet reach a commit at or before the exact cutoff."""
-    return bool(commits) and commits[-1][1] > now - retain_hours * 3600 and commits[-1][0] > 0
+    return bool(commits) and commits[-1].timestamp > now - retain_hours * 3600 and commits[-1].version > 0
 
 
-def _current_at(commits: Sequence[tuple[int, float]], cutoff: float) -> int:
+def _current_at(commits: Sequence[Commit], cutoff: float) -> int:
     """The version that was current at ``cutoff``: the newest committed at or before it (0 if none seen)."""
-    for version, committed in commits:
-        if committed <= cutoff:
-            return version
+    for commit in commits:
+        if commit.timestamp <= cutoff:
+            return commit.version
     return 0

@@ -14,13 +14,14 @@ from deltaingest.maintenance.compact import MAINTAINER_KEY, MAINTENANCE_TOKEN_KE
 from deltaingest.maintenance.report import RunReport, run_exclusive
 from deltaingest.maintenance.retention import (
     check_retention,
+    commit_from_history,
     history_needed,
     plan_vacuum,
     table_retention_hours,
 )
 from deltaingest.metrics import Metrics
 from deltaingest.table.hot import NO_HOOKS
-from deltaingest.table.store import existing
+from deltaingest.table.store import existing, relative_path
 
 _MAX_LISTED = 1000  # a report lists at most this many deleted paths
 
@@ -70,7 +71,7 @@ def _vacuum(
     report.version_before = latest
     limit = policy.keep_versions + 1
     while True:  # read history back to the retention cutoff, in growing steps
-        commits = [(int(c["version"]), c["timestamp"] / 1000) for c in table.history(limit)]
+        commits = [commit_from_history(entry) for entry in table.history(limit)]
         if len(commits) < limit or not history_needed(commits, now=now, retain_hours=policy.retain_hours):
             break
         limit *= 4
@@ -99,7 +100,8 @@ def _vacuum(
     if dry_run or not todo:
         deleted = todo
     else:
-        removed = run(False)
+        # delta-rs names a file it could not find by its full path, the others relative to the table.
+        removed = [relative_path(p, uri) for p in run(False)]
         deleted = removed if present is None else [p for p in removed if p in present or p not in listed]
     checkpoint = None
     if not dry_run:

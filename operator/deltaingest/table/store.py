@@ -47,3 +47,11 @@ def existing(uri: str, options: dict[str, str], paths: Iterable[str]) -> set[str
 
     with ThreadPoolExecutor(_PARALLEL) as pool:
         return {p for p, found in zip(wanted, pool.map(exists, wanted), strict=True) if found}
+
+
+def relative_path(path: str, uri: str) -> str:
+    """``path`` relative to the table at ``uri``, whether given as a full URI, a bucket key or relative."""
+    for prefix in (uri.rstrip("/") + "/", urlparse(uri).path.strip("/") + "/"):
+        if path.startswith(prefix):
+            return path[len(prefix) :]
+    return path
