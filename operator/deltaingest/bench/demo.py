@@ -140,7 +140,10 @@ def _report(uri: str, where: str, result: dict[str, Any]) -> int:
     print(f"  vacuum           {deleted} unreferenced files deleted, table at version {table.version()}")
     print(f"  daemon log       {result['log']}")
     print()
-    print("Read it with polars:")
-    opts = f", storage_options={options!r}" if options else ""
-    print(f"  uv run python -c \"import polars as pl; print(pl.read_delta('{uri}'{opts}).describe())\"")
+    if options:
+        print("Read it with polars (the demo's SeaweedFS has stopped; this is the call for a running store,")
+        print("with its AWS_* variables in the environment):")
+    else:
+        print("Read it with polars:")
+    print(f"  uv run python -c \"import polars as pl; print(pl.read_delta('{uri}').describe())\"")
     return 0 if not result["errors"] and rows > 0 else 1
