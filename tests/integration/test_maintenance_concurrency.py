@@ -16,6 +16,14 @@ pytestmark = pytest.mark.integration
 
 RETAIN_SECONDS = 5.0
 KEEP_VERSIONS = 5
+DAEMON_METRICS = (
+    "ingest_rows_total",
+    "compaction_duration_seconds_bucket",
+    "compaction_bytes_rewritten_total",
+    "vacuum_files_deleted_total",
+    "table_files",
+    "table_small_files",
+)
 
 
 def _metric(text: str, name: str) -> float:
@@ -79,6 +87,10 @@ def test_writers_compaction_and_vacuum_together_for_500_commits(
     assert reader.reads > 10
     for text in metrics:
         assert 'commits_total{result="failure"}' not in text
+        for name in DAEMON_METRICS:
+            assert re.search(rf"^{name}[ {{]", text, re.MULTILINE), (
+                f"{name} missing from the daemon's metrics"
+            )
     assert sum(_metric(m, 'compaction_runs_total{result="done"}') for m in metrics) > 0
     assert sum(_metric(m, 'vacuum_runs_total{result="done"}') for m in metrics) > 0
     assert sum(_metric(m, "vacuum_files_deleted_total") for m in metrics) > 0
