@@ -13,7 +13,7 @@ from deltaingest.config import Settings
 from deltaingest.ingest.service import serve
 from deltaingest.locking.factory import build_lock
 from deltaingest.locking.lease import Lock, new_holder_id
-from deltaingest.maintenance.compact import compact
+from deltaingest.maintenance.compact import Compactor
 from deltaingest.maintenance.report import RunReport
 from deltaingest.maintenance.vacuum import check_vacuum_policy, vacuum
 from deltaingest.metrics import Metrics
@@ -50,9 +50,10 @@ def maintenance_loops(
     """The enabled loops. An existing table's vacuum policy is checked before anything runs."""
     loops: list[Loop] = []
     compaction, retention = settings.compaction, settings.vacuum
+    compactor = Compactor(uri, options, compaction, lock=lock, metrics=metrics)
 
     def compact_once() -> None:
-        _log(compact(uri, options, compaction, lock=lock, metrics=metrics))
+        _log(compactor.run())
         table = DeltaTable(uri, storage_options=options)
         facts = summarize(table.version(), active_files(table), small_file_size=compaction.small_file_size)
         metrics.table_files.set(facts.files)

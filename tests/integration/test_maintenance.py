@@ -16,9 +16,10 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from deltaingest.config import LockSpec
+from deltaingest.config import CompactionSpec, LockSpec
 from deltaingest.devservers import SeaweedFS
 from deltaingest.locking.factory import build_lock
+from deltaingest.maintenance.compact import Compactor
 from deltaingest.table.facts import active_files
 from tests.helpers import run_cli, settings_file, wait_for
 
@@ -361,3 +362,22 @@ def test_a_second_vacuum_counts_no_file_twice_on_a_local_table(tmp_path: Path) -
     assert run_cli("compact", "--table", uri, "--force").returncode == 0  # two new tombstones
     code, third = cli_json(*args, env={})  # four gone and two present: only the two count
     assert code == 0 and third["filesDeleted"] == 2 and len(third["items"]) == 2
+
+
+def test_the_daemons_compactor_remembers_the_compression_of_its_runs(tmp_path: Path) -> None:
+    uri = str(tmp_path / "remember")
+    policy = CompactionSpec(min_small_files=2, min_age_seconds=0)
+    lock = build_lock(LockSpec(), uri, scope="maintenance", holder="test")
+    for n in range(20):
+        append(uri, {}, range(n * 100, n * 100 + 100), "d")
+    compactor = Compactor(uri, {}, policy, lock=lock)
+    first = compactor.run()
+    assert first.status == "done" and first.totals["compression"] == 1.0  # no earlier compaction
+    observed = first.totals["bytesWritten"] / first.totals["bytesRead"]
+    assert observed < 0.5  # one merged file is far smaller than twenty small ones
+    for n in range(20, 40):
+        append(uri, {}, range(n * 100, n * 100 + 100), "d")
+    second = compactor.run(force=True)
+    assert second.totals["compression"] == round(observed, 3)
+    assert second.items[0]["targetSize"] == int(policy.target_file_size * 1.1 / observed)
+    lock.close()

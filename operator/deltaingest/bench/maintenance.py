@@ -26,7 +26,7 @@ from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.service import open_writer
 from deltaingest.locking.factory import build_lock
 from deltaingest.locking.lease import new_holder_id
-from deltaingest.maintenance.compact import compact
+from deltaingest.maintenance.compact import Compactor
 from deltaingest.maintenance.report import RunReport
 from deltaingest.table.facts import active_files, summarize
 from deltaingest.table.storage import storage_options
@@ -59,6 +59,7 @@ class PolicyLoop:
         self.reports: list[RunReport] = []
         self.most_small_files = 0
         self._lock = build_lock(Settings().locking, uri, scope="maintenance", holder=new_holder_id())
+        self.compactor = Compactor(uri, self.options, policy, lock=self._lock)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="compaction-loop")
 
@@ -76,10 +77,7 @@ class PolicyLoop:
             if not DeltaTable.is_deltatable(self.uri, storage_options=self.options):
                 continue
             self.sample()
-            self.reports.append(self.compact())
-
-    def compact(self, *, force: bool = False) -> RunReport:
-        return compact(self.uri, self.options, self.policy, lock=self._lock, force=force)
+            self.reports.append(self.compactor.run())
 
     def settle(self) -> bool:
         """Wait until the policy rests after writes stopped: no compaction for ``maxInterval`` plus two

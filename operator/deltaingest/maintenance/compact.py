@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from deltalake import DeltaTable
@@ -36,6 +37,7 @@ MAINTAINER_KEY = "deltaingest.maintainer"
 MAINTENANCE_TOKEN_KEY = "deltaingest.maintenanceToken"
 _MAX_SKIPPED_ITEMS = 50  # a report lists at most this many skipped partitions
 _HISTORY = 200  # commits searched for earlier compactions (their compression ratio)
+_REMEMBERED = 20  # a Compactor's own runs that make its compression estimate
 
 
 class CompactionFailed(RuntimeError):
@@ -50,16 +52,58 @@ def compact(
     lock: Lock,
     force: bool = False,
     now: float | None = None,
+    compression: float | None = None,
     metrics: Metrics | None = None,
 ) -> RunReport:
-    """One compaction run. Never raises for a failed run: the report says ``failed`` and why."""
+    """One compaction run. Never raises for a failed run: the report says ``failed`` and why.
+
+    ``compression`` (output bytes per input byte) defaults to what the table's recent history shows.
+    """
     return run_exclusive(
         "compact",
         uri,
         lock,
-        lambda report, lease: _compact(report, uri, options, policy, lease=lease, force=force, now=now),
+        lambda report, lease: _compact(
+            report, uri, options, policy, lease=lease, force=force, now=now, compression=compression
+        ),
         metrics=metrics,
     )
+
+
+class Compactor:
+    """Compaction runs of one table again and again (the daemon's loop, the benchmark).
+
+    Remembers what its own runs read and wrote: on a busy table the last commits seldom include a
+    compaction, so the history alone would often leave the compression unknown.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        options: dict[str, str],
+        policy: CompactionSpec,
+        *,
+        lock: Lock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.uri, self.options, self.policy = uri, options, policy
+        self._lock, self._metrics = lock, metrics
+        self._recent: deque[tuple[int, int]] = deque(maxlen=_REMEMBERED)
+
+    def run(self, *, force: bool = False) -> RunReport:
+        known = compression_ratio(self._recent) if self._recent else None
+        report = compact(
+            self.uri,
+            self.options,
+            self.policy,
+            lock=self._lock,
+            force=force,
+            compression=known,
+            metrics=self._metrics,
+        )
+        if report.totals.get("bytesRead"):
+            self._recent.append((report.totals["bytesRead"], report.totals["bytesWritten"]))
+        return report
 
 
 def _compact(
@@ -71,10 +115,12 @@ def _compact(
     lease: Lease,
     force: bool,
     now: float | None,
+    compression: float | None,
 ) -> None:
     table = DeltaTable(uri, storage_options=options)
     report.version_before = table.version()
-    compression = compression_ratio(_past_compactions(table))
+    if compression is None:
+        compression = compression_ratio(_past_compactions(table))
     plan = plan_compaction(
         active_files(table),
         policy,
