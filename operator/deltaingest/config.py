@@ -159,7 +159,7 @@ class VacuumSpec(Model):
         default=168.0, ge=0, description="Keep every file a version committed within this window needs"
     )
     keep_versions: int = Field(
-        default=10, ge=1, description="Also keep every file the newest N versions need, however old"
+        default=10, ge=1, le=1000, description="Also keep every file the newest N versions need, however old"
     )
     force: bool = Field(
         default=False,

@@ -153,3 +153,11 @@ def test_history_is_read_back_to_the_cutoff() -> None:
 )
 def test_paths_delta_rs_reports_are_made_relative_to_the_table(path: str, uri: str) -> None:
     assert relative_path(path, uri) == "part-1.parquet"
+
+
+def test_without_the_whole_window_in_history_delta_rs_gets_a_longer_retention() -> None:
+    recent = history((3, "WRITE", None), (2, "OPTIMIZE", 0), (1, "WRITE", None))[:2]
+    plan = plan_vacuum(recent, latest=2, now=NOW, retain_hours=2.5, keep_versions=10, complete=False)
+    assert plan.retention_hours == 4  # rounded up, plus an hour
+    assert plan.keep_versions == ()
+    assert plan.oldest_kept_version is None

@@ -104,7 +104,7 @@ def commit_from_history(entry: dict[str, Any]) -> Commit:
 class VacuumPlan:
     retention_hours: int  # what delta-rs is given
     keep_versions: tuple[int, ...]  # versions whose files delta-rs must keep in addition
-    oldest_kept_version: int  # every version from this one to the latest stays readable
+    oldest_kept_version: int | None  # every version from this one on stays readable (None: not known)
 
 
 def plan_vacuum(
@@ -114,9 +114,17 @@ def plan_vacuum(
     now: float,
     retain_hours: float,
     keep_versions: int,
+    complete: bool = True,
 ) -> VacuumPlan:
     """``commits`` are newest first and reach back at least to the newest commit at or before
-    ``now - retain_hours`` when there is one (see ``history_needed``)."""
+    ``now - retain_hours`` when there is one (see ``history_needed``).
+
+    Without ``complete`` history (a busy table: reading every commit of the window would cost more than the
+    vacuum), the newest N versions are all inside the window anyway, and delta-rs gets the retention rounded
+    up plus an hour, so that versions near the cutoff and compactions that started before it stay covered.
+    """
+    if not complete:
+        return VacuumPlan(math.ceil(retain_hours) + 1, (), None)
     whole_hours = math.floor(retain_hours)
     coarse_cutoff = now - whole_hours * 3600  # delta-rs deletes tombstones older than this
     oldest = max(0, min(_current_at(commits, now - retain_hours * 3600), latest - keep_versions + 1))

@@ -24,6 +24,7 @@ from deltaingest.table.hot import NO_HOOKS
 from deltaingest.table.store import existing, relative_path
 
 _MAX_LISTED = 1000  # a report lists at most this many deleted paths
+_MAX_HISTORY = 1000  # commits read to plan a vacuum; beyond, the plan falls back to a longer retention
 
 
 def check_vacuum_policy(uri: str, options: dict[str, str], policy: VacuumSpec) -> None:
@@ -69,14 +70,20 @@ def _vacuum(
     now = time.time() if now is None else now
     latest = table.version()
     report.version_before = latest
-    limit = policy.keep_versions + 1
-    while True:  # read history back to the retention cutoff, in growing steps
+    limit = min(policy.keep_versions + 1, _MAX_HISTORY)
+    while True:  # read history back to the retention cutoff, in growing steps, up to _MAX_HISTORY commits
         commits = [commit_from_history(entry) for entry in table.history(limit)]
-        if len(commits) < limit or not history_needed(commits, now=now, retain_hours=policy.retain_hours):
+        needed = len(commits) == limit and history_needed(commits, now=now, retain_hours=policy.retain_hours)
+        if not needed or limit >= _MAX_HISTORY:
             break
-        limit *= 4
+        limit = min(limit * 4, _MAX_HISTORY)
     plan = plan_vacuum(
-        commits, latest=latest, now=now, retain_hours=policy.retain_hours, keep_versions=policy.keep_versions
+        commits,
+        latest=latest,
+        now=now,
+        retain_hours=policy.retain_hours,
+        keep_versions=policy.keep_versions,
+        complete=not needed,
     )
     metadata = {MAINTAINER_KEY: lease.holder}
     if lease.token is not None:
@@ -119,6 +126,7 @@ def _vacuum(
         "retainHours": policy.retain_hours,
         "keepVersions": policy.keep_versions,
         "oldestKeptVersion": plan.oldest_kept_version,
+        "retentionGivenToDeltaRs": plan.retention_hours,
         "checkpointVersion": checkpoint,
     }
     report.items = [{"path": path} for path in sorted(deleted)[:_MAX_LISTED]]
