@@ -250,13 +250,9 @@ def maintain(settings: Settings, args: argparse.Namespace) -> int:
     from deltaingest.locking.lease import new_holder_id  # noqa: PLC0415
     from deltaingest.maintenance.compact import compact  # noqa: PLC0415
     from deltaingest.maintenance.vacuum import check_vacuum_policy, vacuum  # noqa: PLC0415
-    from deltaingest.table.hot import resolve_uri  # noqa: PLC0415
-    from deltaingest.table.storage import storage_options  # noqa: PLC0415
+    from deltaingest.table.hot import locate  # noqa: PLC0415
 
-    if not settings.table.uri:
-        raise ValueError("no table URI: pass --table or set table.uri in the config file")
-    uri = resolve_uri(settings.table.uri)
-    options = storage_options(uri, overrides=settings.storage_options)
+    uri, options = locate(settings)
     # Checked before the lock: a lock file must not be created next to a table that is not there.
     if not DeltaTable.is_deltatable(uri, storage_options=options):
         raise TableMissing(f"no Delta table at {uri}")

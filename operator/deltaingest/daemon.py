@@ -18,8 +18,7 @@ from deltaingest.maintenance.report import RunReport
 from deltaingest.maintenance.vacuum import check_vacuum_policy, vacuum
 from deltaingest.metrics import Metrics
 from deltaingest.table.facts import active_files, summarize
-from deltaingest.table.hot import resolve_uri
-from deltaingest.table.storage import storage_options
+from deltaingest.table.hot import locate
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +26,7 @@ Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 async def run_daemon(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    if not settings.table.uri:
-        raise ValueError("no table URI: pass --table or set table.uri in the config file")
-    uri = resolve_uri(settings.table.uri)
-    options = storage_options(uri, overrides=settings.storage_options)
+    uri, options = locate(settings)
     metrics = Metrics()
     lock = build_lock(settings.locking, uri, scope="maintenance", holder=new_holder_id())
     try:
@@ -53,12 +49,17 @@ def maintenance_loops(
     compactor = Compactor(uri, options, compaction, lock=lock, metrics=metrics)
 
     def compact_once() -> None:
-        _log(compactor.run())
-        table = DeltaTable(uri, storage_options=options)
-        facts = summarize(table.version(), active_files(table), small_file_size=compaction.small_file_size)
-        metrics.table_files.set(facts.files)
-        metrics.table_small_files.set(facts.small_files)
-        metrics.table_bytes.set(facts.bytes)
+        report = compactor.run()
+        _log(report)
+        if report.status == "nothing-to-do":  # the files the run planned from are still the table's
+            facts = report.totals["tableBefore"]
+        else:
+            table = DeltaTable(uri, storage_options=options)
+            files = active_files(table)
+            facts = summarize(table.version(), files, small_file_size=compaction.small_file_size).as_dict()
+        metrics.table_files.set(facts["files"])
+        metrics.table_small_files.set(facts["smallFiles"])
+        metrics.table_bytes.set(facts["bytes"])
 
     def vacuum_once() -> None:
         _log(vacuum(uri, options, retention, lock=lock, metrics=metrics))

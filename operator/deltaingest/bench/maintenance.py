@@ -76,8 +76,11 @@ class PolicyLoop:
         while not self._stop.wait(self.policy.interval_seconds):
             if not DeltaTable.is_deltatable(self.uri, storage_options=self.options):
                 continue
-            self.sample()
-            self.reports.append(self.compactor.run())
+            report = self.compactor.run()
+            self.reports.append(report)
+            # The run's own reading of the table, before it compacted: the peak of small files.
+            before = report.totals.get("tableBefore", {})
+            self.most_small_files = max(self.most_small_files, before.get("smallFiles", 0))
 
     def settle(self) -> bool:
         """Wait until the policy rests after writes stopped: no compaction for ``maxInterval`` plus two

@@ -21,8 +21,8 @@ from deltaingest.locking.factory import build_lock, lock_kind
 from deltaingest.locking.lease import Lock, new_holder_id
 from deltaingest.maintenance.checkpoint import Checkpointer
 from deltaingest.metrics import Metrics
-from deltaingest.table.hot import HotTable, open_table, resolve_uri
-from deltaingest.table.storage import redact, storage_options
+from deltaingest.table.hot import HotTable, locate, open_table
+from deltaingest.table.storage import redact
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,8 @@ class Writer:
 
 def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
     """Open (or create) the table and build the commit path for it."""
-    if not settings.table.uri:
-        raise ValueError("no table URI: pass --table or set table.uri in the config file")
+    uri, options = locate(settings)
     metrics = metrics or Metrics()
-    uri = resolve_uri(settings.table.uri)
-    options = storage_options(uri, overrides=settings.storage_options)
     holder = new_holder_id()
     # The lock first: a misconfigured lock must fail the start before a missing table gets created.
     lock = build_lock(settings.locking, uri, scope="commit", holder=holder)

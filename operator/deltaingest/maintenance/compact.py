@@ -26,15 +26,13 @@ from deltaingest.maintenance.planner import (
     partition_filters,
     plan_compaction,
 )
-from deltaingest.maintenance.report import RunReport, run_exclusive
+from deltaingest.maintenance.report import RunReport, commit_metadata, run_exclusive
 from deltaingest.metrics import Metrics
-from deltaingest.table.facts import active_files
+from deltaingest.table.facts import active_files, summarize
 from deltaingest.table.hot import NO_HOOKS
 
 log = logging.getLogger(__name__)
 
-MAINTAINER_KEY = "deltaingest.maintainer"
-MAINTENANCE_TOKEN_KEY = "deltaingest.maintenanceToken"
 _MAX_SKIPPED_ITEMS = 50  # a report lists at most this many skipped partitions
 _HISTORY = 200  # commits searched for earlier compactions (their compression ratio)
 _REMEMBERED = 20  # a Compactor's own runs that make its compression estimate
@@ -121,16 +119,16 @@ def _compact(
     report.version_before = table.version()
     if compression is None:
         compression = compression_ratio(_past_compactions(table))
+    files = active_files(table)
+    before = summarize(report.version_before, files, small_file_size=policy.small_file_size)
     plan = plan_compaction(
-        active_files(table),
+        files,
         policy,
         now=time.time() if now is None else now,
         force=force,
         compression=compression,
     )
-    metadata = {MAINTAINER_KEY: lease.holder}
-    if lease.token is not None:
-        metadata[MAINTENANCE_TOKEN_KEY] = str(lease.token)
+    metadata = commit_metadata(lease)
     totals = {"partitions": 0, "filesRemoved": 0, "filesAdded": 0, "bytesRead": 0, "bytesWritten": 0}
     for part in plan.partitions:
         check_lease(lease)
@@ -155,7 +153,12 @@ def _compact(
         log.info("compacted %s (%s): %s", describe(part.partition), part.reason, counts)
     for skipped in plan.skipped[:_MAX_SKIPPED_ITEMS]:
         report.items.append({"partition": describe(skipped.partition), "skipped": skipped.reason})
-    report.totals = {**totals, "partitionsSkipped": len(plan.skipped), "compression": round(compression, 3)}
+    report.totals = {
+        **totals,
+        "partitionsSkipped": len(plan.skipped),
+        "compression": round(compression, 3),
+        "tableBefore": before.as_dict(),  # the facts planned from, current when nothing was compacted
+    }
     table.update_incremental()
     report.version_after = table.version()
     if totals["filesRemoved"]:

@@ -14,6 +14,9 @@ from deltaingest.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+MAINTAINER_KEY = "deltaingest.maintainer"
+MAINTENANCE_TOKEN_KEY = "deltaingest.maintenanceToken"
+
 Status = Literal["done", "nothing-to-do", "skipped", "failed"]
 
 
@@ -59,6 +62,14 @@ class RunReport:
             )
         lines.extend(f"  {key}: {value}" for key, value in self.totals.items())
         return "\n".join(lines)
+
+
+def commit_metadata(lease: Lease) -> dict[str, str]:
+    """What every maintenance commit records in its ``commitInfo``: who ran it, under which lease token."""
+    metadata = {MAINTAINER_KEY: lease.holder}
+    if lease.token is not None:
+        metadata[MAINTENANCE_TOKEN_KEY] = str(lease.token)
+    return metadata
 
 
 def run_exclusive(

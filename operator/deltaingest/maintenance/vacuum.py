@@ -10,8 +10,7 @@ from deltalake.transaction import CommitProperties
 
 from deltaingest.config import VacuumSpec
 from deltaingest.locking.lease import Lease, Lock
-from deltaingest.maintenance.compact import MAINTAINER_KEY, MAINTENANCE_TOKEN_KEY
-from deltaingest.maintenance.report import RunReport, run_exclusive
+from deltaingest.maintenance.report import RunReport, commit_metadata, run_exclusive
 from deltaingest.maintenance.retention import (
     check_retention,
     commit_from_history,
@@ -85,9 +84,7 @@ def _vacuum(
         keep_versions=policy.keep_versions,
         complete=not needed,
     )
-    metadata = {MAINTAINER_KEY: lease.holder}
-    if lease.token is not None:
-        metadata[MAINTENANCE_TOKEN_KEY] = str(lease.token)
+    metadata = commit_metadata(lease)
 
     def run(dry: bool) -> list[str]:
         return table.vacuum(

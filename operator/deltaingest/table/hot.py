@@ -11,9 +11,9 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import PostCommitHookProperties
 
-from deltaingest.config import TableSpec
+from deltaingest.config import Settings, TableSpec
 from deltaingest.table.schema import arrow_schema, normalize
-from deltaingest.table.storage import is_object_store, redact
+from deltaingest.table.storage import is_object_store, redact, storage_options
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,14 @@ def resolve_uri(uri: str) -> str:
     if is_object_store(uri):
         return uri.rstrip("/")
     return os.path.abspath(uri.removeprefix("file://"))
+
+
+def locate(settings: Settings) -> tuple[str, dict[str, str]]:
+    """The table's resolved URI and its delta-rs storage options, or a clear error without a URI."""
+    if not settings.table.uri:
+        raise ValueError("no table URI: pass --table or set table.uri in the config file")
+    uri = resolve_uri(settings.table.uri)
+    return uri, storage_options(uri, overrides=settings.storage_options)
 
 
 def open_table(uri: str, spec: TableSpec, options: dict[str, str]) -> DeltaTable:
