@@ -9,7 +9,7 @@ from deltaingest.maintenance.retention import (
     RetentionTooShort,
     check_retention,
     commit_from_history,
-    history_needed,
+    history_complete,
     parse_interval_hours,
     plan_vacuum,
     table_retention_hours,
@@ -137,9 +137,15 @@ def test_a_table_younger_than_the_retention_keeps_every_version() -> None:
 
 def test_history_is_read_back_to_the_cutoff() -> None:
     recent = history((3, "WRITE", None), (2, "WRITE", None), (1, "WRITE", None))[:2]  # versions 2 and 1
-    assert history_needed(recent, now=NOW, retain_hours=2.5)
-    assert not history_needed(recent, now=NOW, retain_hours=1.5)
-    assert not history_needed(history((0.2, "WRITE", None), (0.1, "WRITE", None)), now=NOW, retain_hours=5)
+    assert not history_complete(recent, now=NOW, retain_hours=2.5)
+    assert history_complete(recent, now=NOW, retain_hours=1.5)
+    young = history((0.2, "WRITE", None), (0.1, "WRITE", None))
+    assert history_complete(young, now=NOW, retain_hours=5)  # reaches version 0
+
+
+def test_history_with_a_gap_is_not_complete() -> None:
+    commits = history((3, "WRITE", None), (2, "WRITE", None), (1, "WRITE", None), (0.5, "WRITE", None))
+    assert not history_complete([commits[0], commits[2], commits[3]], now=NOW, retain_hours=2.5)
 
 
 @pytest.mark.parametrize(

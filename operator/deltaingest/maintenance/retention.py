@@ -140,9 +140,16 @@ def plan_vacuum(
     return VacuumPlan(whole_hours, tuple(sorted(keep)), oldest)
 
 
-def history_needed(commits: Sequence[Commit], *, now: float, retain_hours: float) -> bool:
-    """True while ``commits`` (newest first) do not yet reach a commit at or before the exact cutoff."""
-    return bool(commits) and commits[-1].timestamp > now - retain_hours * 3600 and commits[-1].version > 0
+def history_complete(commits: Sequence[Commit], *, now: float, retain_hours: float) -> bool:
+    """True when ``commits`` (newest first) have no gap and reach back to a commit at or before the exact
+    cutoff, or to version 0. Judged from the commits themselves: delta-rs' ``history(limit)`` on a table
+    loaded a few commits ago returns more or fewer entries than ``limit``."""
+    if not commits:
+        return True
+    versions = [c.version for c in commits]
+    if versions != list(range(versions[0], versions[0] - len(versions), -1)):
+        return False
+    return commits[-1].version == 0 or commits[-1].timestamp <= now - retain_hours * 3600
 
 
 def _current_at(commits: Sequence[Commit], cutoff: float) -> int:

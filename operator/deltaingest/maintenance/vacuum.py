@@ -14,7 +14,7 @@ from deltaingest.maintenance.report import RunReport, commit_metadata, run_exclu
 from deltaingest.maintenance.retention import (
     check_retention,
     commit_from_history,
-    history_needed,
+    history_complete,
     plan_vacuum,
     table_retention_hours,
 )
@@ -71,9 +71,10 @@ def _vacuum(
     report.version_before = latest
     limit = min(policy.keep_versions + 1, _MAX_HISTORY)
     while True:  # read history back to the retention cutoff, in growing steps, up to _MAX_HISTORY commits
-        commits = [commit_from_history(entry) for entry in table.history(limit)]
-        needed = len(commits) == limit and history_needed(commits, now=now, retain_hours=policy.retain_hours)
-        if not needed or limit >= _MAX_HISTORY:
+        entries = (commit_from_history(entry) for entry in table.history(limit))
+        commits = sorted((c for c in entries if c.version <= latest), key=lambda c: -c.version)
+        complete = history_complete(commits, now=now, retain_hours=policy.retain_hours)
+        if complete or limit >= _MAX_HISTORY:
             break
         limit = min(limit * 4, _MAX_HISTORY)
     plan = plan_vacuum(
@@ -82,7 +83,7 @@ def _vacuum(
         now=now,
         retain_hours=policy.retain_hours,
         keep_versions=policy.keep_versions,
-        complete=not needed,
+        complete=complete,
     )
     metadata = commit_metadata(lease)
 
