@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ log = logging.getLogger("deltaingest")
 
 EXIT_USAGE = 2  # bad arguments, settings or input: retrying will not help
 EXIT_FAILED = 1  # the operation failed: a retry may succeed
+DEFAULT_IMAGE = f"ghcr.io/deltaingest/deltaingest:{__version__}"
 
 
 def _table_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=1000, help="rows per request")
 
     _bench_arguments(commands.add_parser("bench", help="benchmarks"))
+
+    op = commands.add_parser("operator", help="run the Kubernetes operator for DeltaTableIngest resources")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", action="append", default=[], help="watch this namespace (repeatable); default: all"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    op.add_argument(
+        "--image",
+        default=os.environ.get("DELTAINGEST_IMAGE", DEFAULT_IMAGE),
+        help="workload image when a resource names none (default: $DELTAINGEST_IMAGE or %(default)s)",
+    )
+    op.add_argument("--peering", help="kopf peering name: leader election between operator replicas")
+    op.add_argument("--resync-seconds", type=float, default=30.0, help="status and drift check interval")
+    op.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
+    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port (0: off)")
+    op.add_argument("--bind", default="0.0.0.0", help="address for the liveness and metrics ports")
+
+    commands.add_parser("crd", help="print the DeltaTableIngest CustomResourceDefinition (YAML)")
     return parser
 
 
@@ -215,6 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from deltaingest.bench.demo import run as run_demo  # noqa: PLC0415 (dev-only dependencies)
 
             return run_demo(args)
+        if args.command == "crd":
+            from deltaingest.k8s.crd import crd_yaml  # noqa: PLC0415
+
+            sys.stdout.write(crd_yaml())
+            return 0
+        if args.command == "operator":
+            return run_operator_command(args)
         settings = settings_from(args)
         if args.command == "writer":
             from deltaingest.ingest.service import serve  # noqa: PLC0415 (keeps `--help` fast)
@@ -240,6 +268,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deltaingest: error: {err}", file=sys.stderr)
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def run_operator_command(args: argparse.Namespace) -> int:
+    from deltaingest.k8s.handlers import OperatorConfig, run_operator  # noqa: PLC0415
+
+    config = OperatorConfig(
+        image=args.image,
+        namespaces=tuple(args.namespace),
+        resync_seconds=args.resync_seconds,
+        liveness_port=args.liveness_port or None,
+        metrics_port=args.metrics_port or None,
+        bind=args.bind,
+        peering=args.peering,
+    )
+    asyncio.run(run_operator(config))
+    return 0
 
 
 def maintain(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
-"""Typed settings for the table, the writer and the lock: one model shared by the CLI and (later) the CRD."""
+"""Typed settings for the table, the writer and the lock: one model shared by the CLI and the CRD."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,8 +19,10 @@ class Model(BaseModel):
 class ColumnSpec(Model):
     """One column of the table schema, typed with Delta's type names (``long``, ``decimal(10,2)``, ...)."""
 
-    name: str = Field(min_length=1)
-    type: str = Field(min_length=1, description="Delta type: long, string, timestamp, array<int>, ...")
+    name: str = Field(min_length=1, max_length=255)
+    type: str = Field(
+        min_length=1, max_length=1024, description="Delta type: long, string, timestamp, array<int>, ..."
+    )
     nullable: bool = True
 
     @field_validator("type")
@@ -36,8 +38,9 @@ class TableSpec(Model):
     """What the table is and, when it does not exist yet, how to create it."""
 
     uri: str | None = None
-    columns: list[ColumnSpec] = Field(default_factory=list, alias="schema")
-    partition_by: list[str] = Field(default_factory=list)
+    # The caps keep the CRD's CEL rules over these lists within the API server's cost budget.
+    columns: list[ColumnSpec] = Field(default_factory=list, alias="schema", max_length=1000)
+    partition_by: list[Annotated[str, Field(max_length=255)]] = Field(default_factory=list, max_length=16)
     properties: dict[str, str] = Field(default_factory=dict)
     create_if_missing: bool = True
     name: str | None = None
@@ -65,12 +68,9 @@ class BatchingSpec(Model):
     )
 
 
-class WriterSpec(Model):
-    """The HTTP ingest server."""
+class WriterPolicy(Model):
+    """How the writer batches, validates and commits: shared by the settings file and the custom resource."""
 
-    host: str = "0.0.0.0"
-    port: int = Field(default=8080, ge=0, le=65535)
-    metrics_port: int = Field(default=9090, ge=0, le=65535)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
@@ -82,36 +82,51 @@ class WriterSpec(Model):
         default=10, ge=1, description="Write a checkpoint (off the request path) every N versions"
     )
     commit_attempts: int = Field(default=5, ge=1, le=100)
+    shutdown_grace_seconds: float = Field(
+        default=25.0, ge=0, le=3600, description="On SIGTERM, finish in-flight commits within this time"
+    )
+
+
+class WriterSpec(WriterPolicy):
+    """The HTTP ingest server."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
     auth_token_env: str | None = Field(
         default=None, description="Name of an environment variable holding a bearer token clients must send"
     )
-    shutdown_grace_seconds: float = Field(default=25.0, ge=0)
 
 
-class LockSpec(Model):
+class LockPolicy(Model):
+    """Where the DynamoDB lease lives and how it behaves: shared by the settings file and the resource."""
+
+    table_name: str = Field(
+        default="deltaingest_locks", min_length=3, max_length=255, pattern=r"^[a-zA-Z0-9_.-]+$"
+    )
+    endpoint: str | None = Field(default=None, description="DynamoDB endpoint; default: AWS for the region")
+    region: str | None = None
+    create_table: bool = Field(default=True, description="Create the lock table (with TTL) when missing")
+    lease_seconds: float = Field(
+        default=20.0, ge=1, le=3600, description="A holder that stops renewing loses the lease after this"
+    )
+    retry_min_ms: float = Field(default=2.0, gt=0, le=60_000)
+    retry_max_ms: float = Field(default=50.0, gt=0, le=60_000)
+    acquire_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
+class LockSpec(LockPolicy):
     """The commit lock. ``auto``: a lock file for local tables, none for object stores."""
 
     kind: Literal["auto", "none", "file", "dynamodb"] = "auto"
-    table_name: str = "deltaingest_locks"
-    endpoint: str | None = None
-    region: str | None = None
-    create_table: bool = True
-    lease_seconds: float = Field(default=20.0, ge=1, le=3600)
-    retry_min_ms: float = Field(default=2.0, gt=0)
-    retry_max_ms: float = Field(default=50.0, gt=0)
-    acquire_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 MIB = 1024 * 1024
 
 
-class CompactionSpec(Model):
+class CompactionPolicy(Model):
     """When to merge small files and how (see ``maintenance/planner.py`` for the exact rules)."""
 
-    enabled: bool = True
-    interval_seconds: float = Field(
-        default=30.0, gt=0, description="How often the daemon evaluates the triggers"
-    )
     target_file_size: int = Field(
         default=128 * MIB, ge=1024, description="Size of the files compaction writes"
     )
@@ -144,17 +159,24 @@ class CompactionSpec(Model):
     )
 
     @model_validator(mode="after")
-    def _sizes_consistent(self) -> CompactionSpec:
+    def _sizes_consistent(self) -> Self:
         if self.small_file_size > self.target_file_size:
             raise ValueError("compaction.smallFileSize must not exceed compaction.targetFileSize")
         return self
 
 
-class VacuumSpec(Model):
-    """Which unreferenced files to delete, and when."""
+class CompactionSpec(CompactionPolicy):
+    """Compaction in the all-in-one daemon: the policy plus how often the daemon evaluates it."""
 
     enabled: bool = True
-    interval_seconds: float = Field(default=3600.0, gt=0, description="How often the daemon vacuums")
+    interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often the daemon evaluates the triggers"
+    )
+
+
+class VacuumPolicy(Model):
+    """Which unreferenced files to delete."""
+
     retain_hours: float = Field(
         default=168.0, ge=0, description="Keep every file a version committed within this window needs"
     )
@@ -171,13 +193,20 @@ class VacuumSpec(Model):
     )
 
     @model_validator(mode="after")
-    def _full_needs_an_hour(self) -> VacuumSpec:
+    def _full_needs_an_hour(self) -> Self:
         # In full mode a file is judged by its age alone; a writer's file not yet committed is seconds old.
         if self.full and self.retain_hours < 1:
             raise ValueError(
                 "vacuum.full needs retainHours of at least 1: younger files may be uncommitted writes"
             )
         return self
+
+
+class VacuumSpec(VacuumPolicy):
+    """Vacuum in the all-in-one daemon: the policy plus how often the daemon runs it."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=3600.0, gt=0, description="How often the daemon vacuums")
 
 
 class Settings(Model):

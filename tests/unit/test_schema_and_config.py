@@ -52,7 +52,7 @@ def test_settings_file_round_trip(tmp_path: Path) -> None:
     path.write_text(
         "table:\n  schema:\n    - {name: id, type: long, nullable: false}\n    - {name: d, type: date}\n"
         "  partitionBy: [d]\nwriter:\n  batching: {maxRows: 10}\n  unknownFields: drop\n"
-        "locking: {kind: dynamodb, tableName: t}\n"
+        "locking: {kind: dynamodb, tableName: locks}\n"
     )
     settings = load_settings(path, {"table": {"uri": "/x"}, "writer": {"port": 1}})
     assert settings.table.uri == "/x"
@@ -61,6 +61,7 @@ def test_settings_file_round_trip(tmp_path: Path) -> None:
     assert settings.writer.port == 1
     assert settings.writer.unknown_fields == "drop"
     assert arrow_schema(settings.table.columns).field("id").nullable is False
+    assert settings.locking.table_name == "locks"
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -30,10 +31,25 @@ PARTITION_KEY = "lockId"
 TTL_ATTRIBUTE = "expireTime"
 
 
-def dynamodb_client(*, endpoint: str | None, region: str | None) -> DynamoDBClient:
-    """A client with short timeouts: a lock call that hangs is worse than one that fails and is retried."""
+def dynamodb_client(
+    *, endpoint: str | None, region: str | None, credentials: Mapping[str, str] | None = None
+) -> DynamoDBClient:
+    """A client with short timeouts: a lock call that hangs is worse than one that fails and is retried.
+
+    ``credentials`` (``AWS_ACCESS_KEY_ID``, ...) override the default chain: the operator reads them from the
+    Secret a resource names, while workloads get them in their environment.
+    """
     config = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 4, "mode": "standard"})
-    return boto3.client("dynamodb", endpoint_url=endpoint, region_name=region or "us-east-1", config=config)
+    keys = credentials or {}
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=region or "us-east-1",
+        config=config,
+        aws_access_key_id=keys.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=keys.get("AWS_SESSION_TOKEN"),
+    )
 
 
 def ensure_lock_table(client: DynamoDBClient, table_name: str, *, create: bool = True) -> None:

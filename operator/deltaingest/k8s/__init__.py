@@ -1,0 +1,1 @@
+"""The Kubernetes operator: the resource model, pure rendering and conditions, API adapters, handlers."""

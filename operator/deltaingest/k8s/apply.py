@@ -1,0 +1,77 @@
+"""API-side steps of a reconcile: apply the rendered children, read them back, resolve Secret references."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from deltaingest.k8s.api import KubeAPI, object_path, resource_path
+from deltaingest.k8s.drift import drift, stamp
+from deltaingest.k8s.render import EnvValue, child_names, labels
+from deltaingest.k8s.spec import SecretKeyRef
+
+
+class MissingSecret(Exception):
+    """A Secret (or one of its keys) that the spec names is not there."""
+
+
+async def ensure(api: KubeAPI, manifest: Mapping[str, Any]) -> str | None:
+    """Create or re-apply one child when it is missing or has drifted; what was done, or ``None``."""
+    stamped = stamp(manifest)
+    actual = await api.get(object_path(stamped))
+    why = drift(stamped, actual)
+    if why is None:
+        return None
+    meta = stamped["metadata"]
+    what = f"{stamped['kind']} {meta['name']}"
+    if actual is None:
+        await api.create(stamped)
+        return f"created {what}"
+    await api.apply(stamped)
+    return f"updated {what} ({why})"
+
+
+@dataclass(frozen=True)
+class Children:
+    """The children as the API returned them (``None``: not there)."""
+
+    deployment: dict[str, Any] | None
+    cron_jobs: dict[str, dict[str, Any] | None]
+    jobs: list[dict[str, Any]]
+
+
+async def read_children(api: KubeAPI, namespace: str, name: str) -> Children:
+    names = child_names(name)
+    deployment = await api.get(
+        resource_path("apps/v1", "deployments", namespace=namespace, name=names["writer"])
+    )
+    cron_jobs = {
+        component: await api.get(
+            resource_path("batch/v1", "cronjobs", namespace=namespace, name=names[component])
+        )
+        for component in ("compaction", "vacuum")
+    }
+    jobs = await api.list(resource_path("batch/v1", "jobs", namespace=namespace), labels=labels(name))
+    return Children(deployment, cron_jobs, jobs)
+
+
+async def resolve_env(api: KubeAPI, namespace: str, env: Mapping[str, EnvValue]) -> dict[str, str]:
+    """Literal values as they are, Secret references read from the API (each Secret once)."""
+    secrets: dict[str, dict[str, str]] = {}
+    out: dict[str, str] = {}
+    for key, value in env.items():
+        if not isinstance(value, SecretKeyRef):
+            out[key] = value
+            continue
+        if value.name not in secrets:
+            secret = await api.get(resource_path("v1", "secrets", namespace=namespace, name=value.name))
+            if secret is None:
+                raise MissingSecret(f"Secret {namespace}/{value.name} not found")
+            secrets[value.name] = secret.get("data") or {}
+        encoded = secrets[value.name].get(value.key)
+        if encoded is None:
+            raise MissingSecret(f"Secret {namespace}/{value.name} has no key {value.key!r}")
+        out[key] = base64.b64decode(encoded).decode()
+    return out

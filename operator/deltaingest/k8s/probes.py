@@ -1,0 +1,53 @@
+"""Blocking checks the operator runs in a thread: the table's facts, and a lock table that is there."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from botocore.exceptions import BotoCoreError, ClientError
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from deltaingest.k8s.conditions import Probe
+from deltaingest.k8s.spec import DeltaTableIngestSpec
+from deltaingest.locking.dynamodb import dynamodb_client, ensure_lock_table
+from deltaingest.locking.lease import LockError
+from deltaingest.table.facts import active_files, summarize
+from deltaingest.table.storage import redact, storage_options
+
+
+def probe_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe:
+    """The table's version and file counts, read from its log with the workloads' credentials."""
+    uri = spec.table.uri
+    options = storage_options(uri, overrides=spec.storage.options, environ=environ)
+    try:
+        table = DeltaTable(uri, storage_options=options)
+    except TableNotFoundError:
+        if spec.table.create_if_missing and spec.table.columns:
+            return Probe(
+                False, "TableNotFound", f"no Delta table at {uri} yet; the writer creates it at start"
+            )
+        return Probe(False, "TableNotFound", f"no Delta table at {uri}, and the spec cannot create it")
+    except Exception as err:  # delta-rs raises plain OSError/DeltaError for storage failures
+        return Probe(False, "StorageError", f"reading {uri} (options {redact(options)}): {err}"[:1000])
+    facts = summarize(
+        table.version(), active_files(table), small_file_size=spec.compaction.small_file_size
+    ).as_dict()
+    return Probe(True, "TableRead", f"version {facts['version']}, {facts['files']} files", facts)
+
+
+def probe_lock_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe:
+    """Ensure the DynamoDB lock table exists (creating it when the spec asks) and is usable."""
+    locking = spec.locking
+    if locking.kind != "dynamodb":
+        return Probe(True, "NotRequired", "locking.kind is none: a single writer replica needs no lock table")
+    region = locking.region or environ.get("AWS_REGION")
+    client = dynamodb_client(endpoint=locking.endpoint, region=region, credentials=environ)
+    try:
+        ensure_lock_table(client, locking.table_name, create=locking.create_table)
+        state = client.describe_table(TableName=locking.table_name)["Table"].get("TableStatus", "ACTIVE")
+    except (LockError, ClientError, BotoCoreError) as err:
+        return Probe(False, "LockTableError", str(err)[:1000])
+    if state != "ACTIVE":
+        return Probe(False, "LockTableNotActive", f"{locking.table_name} is {state}")
+    return Probe(True, "LockTableActive", f"DynamoDB table {locking.table_name} is ACTIVE")

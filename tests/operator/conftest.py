@@ -1,0 +1,68 @@
+"""Fixtures for the operator tests: kmock as the Kubernetes API, the operator running in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import kmock
+import kopf
+import pytest_asyncio
+
+from deltaingest.devservers import MotoDynamoDB, SeaweedFS
+from deltaingest.k8s.api import KubeAPI
+from deltaingest.k8s.handlers import OperatorConfig, run_operator
+from deltaingest.k8s.spec import GROUP, KIND, PLURAL, SINGULAR, VERSION
+from tests.operator.scenarios import Cluster
+
+NAMESPACE = "tables"
+
+
+@pytest_asyncio.fixture
+async def k8s(kmock: kmock.KubernetesEmulator) -> AsyncIterator[kmock.KubernetesEmulator]:
+    """kmock serving the built-in resources and ours (discovery is how kopf finds the resource)."""
+    kmock.resources.load_bundled()
+    kmock.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = kmock.ResourceInfo(
+        kind=KIND,
+        singular=SINGULAR,
+        namespaced=True,
+        shortnames={"dti"},
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        subresources={"status", "scale"},
+    )
+    yield kmock
+
+
+@pytest_asyncio.fixture
+async def operator(k8s: kmock.KubernetesEmulator) -> AsyncIterator[OperatorConfig]:
+    """The operator, as ``deltaingest operator --all-namespaces`` runs it, with a 1 s resync.
+
+    Cluster-wide because kmock 0.8 fails to parse ``GET /api/v1/namespaces``, which kopf sends to follow
+    the namespaces it was told to watch; the e2e suite covers ``--namespace`` on a real cluster.
+    """
+    config = OperatorConfig(
+        image="deltaingest:test",
+        resync_seconds=1.0,
+        retry_seconds=1.0,
+        liveness_port=None,
+        metrics_port=None,
+        server=str(k8s.url),
+    )
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(run_operator(config, stop_flag=stop, ready_flag=ready))
+    await asyncio.wait_for(ready.wait(), 30)
+    yield config
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 30)
+
+
+@pytest_asyncio.fixture
+async def cluster(
+    k8s: kmock.KubernetesEmulator, operator: OperatorConfig, seaweed: SeaweedFS, moto: MotoDynamoDB
+) -> AsyncIterator[Cluster]:
+    api = KubeAPI(kopf.ConnectionInfo(server=str(k8s.url)))
+    yield Cluster(api, NAMESPACE, seaweed, moto, fake_controller=True, bump_generation=True)
+    await api.close()
