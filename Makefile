@@ -8,7 +8,7 @@ ifeq ($(UV),$(UV_BOOT))
 UV_DEP := $(UV_BOOT)
 endif
 
-.PHONY: setup test lint format bench demo demo-s3 clean
+.PHONY: setup test lint format generate bench demo demo-s3 clean
 
 setup: .venv/.synced
 
@@ -31,6 +31,11 @@ lint: setup
 format: setup
 	$(RUN) ruff format operator tests
 	$(RUN) ruff check --fix operator tests
+
+# The CRD is generated from the spec model (operator/deltaingest/k8s/spec.py); a test fails when these drift.
+generate: setup
+	$(RUN) deltaingest crd > crds/deltaingest.io_deltatableingests.yaml
+	cp crds/deltaingest.io_deltatableingests.yaml charts/deltaingest/crds/
 
 bench: setup
 	@mkdir -p .bench
