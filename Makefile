@@ -20,8 +20,14 @@ $(UV_BOOT):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv
 
-test: setup
-	$(RUN) pytest
+HELM := .tools/bin/helm
+
+$(HELM): scripts/fetch-helm.py
+	$(PYTHON) scripts/fetch-helm.py $@
+
+# DELTAINGEST_REQUIRE_TOOLS: the helm and hadolint tests fail, rather than skip, when a tool is missing.
+test: setup $(HELM)
+	DELTAINGEST_REQUIRE_TOOLS=1 HELM=$(HELM) $(RUN) pytest
 
 lint: setup
 	$(RUN) ruff check operator tests

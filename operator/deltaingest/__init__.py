@@ -1,3 +1,3 @@
 """deltaingest: keeps Delta Lake tables fed in real time and healthy."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
