@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import kmock
 import kopf
+import pytest
 import pytest_asyncio
 
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS
@@ -17,6 +20,22 @@ from deltaingest.k8s.spec import GROUP, KIND, PLURAL, SINGULAR, VERSION
 from tests.operator.scenarios import Cluster
 
 NAMESPACE = "tables"
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock plus one API-server duty the operator relies on: naming objects created with generateName
+    (kopf's events are), instead of storing them all under no name and refusing the second one."""
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        meta = request.data.get("metadata") if isinstance(request.data, dict) else None
+        if request.method == "POST" and isinstance(meta, dict) and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        return await super()._handle(request)
+
+
+@pytest.fixture
+def kmock_options() -> dict[str, Any]:
+    return {"cls": Emulator}
 
 
 @pytest_asyncio.fixture

@@ -29,6 +29,7 @@ KINDS: dict[str, str] = {
     "Job": "jobs",
     "DeltaTableIngest": "deltatableingests",
     "CustomResourceDefinition": "customresourcedefinitions",
+    "Namespace": "namespaces",
 }
 FIELD_MANAGER = "deltaingest-operator"
 
