@@ -28,7 +28,8 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> Any:
         meta = request.data.get("metadata") if isinstance(request.data, dict) else None
-        if request.method == "POST" and isinstance(meta, dict) and meta.get("generateName"):
+        is_create = request.method == "POST" and isinstance(meta, dict)
+        if is_create and meta.get("generateName") and not meta.get("name"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         return await super()._handle(request)
 
