@@ -72,6 +72,18 @@ def condition(body: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     return {}
 
 
+def has_condition(
+    kind: str, status: str = "True", reason: str | None = None
+) -> Callable[[dict[str, Any]], bool]:
+    """A test for ``until_resource``: condition ``kind`` has this status (and reason)."""
+
+    def test(body: dict[str, Any]) -> bool:
+        found = condition(body, kind)
+        return found.get("status") == status and (reason is None or found.get("reason") == reason)
+
+    return test
+
+
 async def until_resource(
     cluster: Cluster, name: str, test: Callable[[dict[str, Any]], bool], *, timeout: float = 60.0
 ) -> dict[str, Any]:
@@ -175,9 +187,7 @@ async def children_and_status(cluster: Cluster, table: Table, lock_table: str) -
         assert cron_job["spec"]["concurrencyPolicy"] == "Forbid"
         assert cron_job["spec"]["suspend"] is False
 
-    current = await until_resource(
-        cluster, table.name, lambda body: condition(body, "TableReachable").get("status") == "True"
-    )
+    current = await until_resource(cluster, table.name, has_condition("TableReachable"))
     status = current["status"]
     assert status["table"]["version"] == 1
     assert status["table"]["activeFiles"] == 4
@@ -208,9 +218,7 @@ async def children_and_status(cluster: Cluster, table: Table, lock_table: str) -
         body={"status": {"replicas": 2, "readyReplicas": 2, "availableReplicas": 2}},
         content_type=MERGE,
     )
-    current = await until_resource(
-        cluster, table.name, lambda b: condition(b, "Ready").get("status") == "True"
-    )
+    current = await until_resource(cluster, table.name, has_condition("Ready"))
     assert current["status"]["writers"] == {"desired": 2, "ready": 2, "summary": "2/2"}
     assert current["status"]["replicas"] == 2
     assert current["status"]["selector"] == (
@@ -236,7 +244,7 @@ async def spec_change_rolls_writers(cluster: Cluster, table: Table) -> None:
 async def suspend(cluster: Cluster, table: Table) -> None:
     """Suspend scales the writers to 0 and suspends both CronJobs; resume undoes it."""
     await spec_patch(cluster, table.name, {"suspend": True})
-    await until_resource(cluster, table.name, lambda b: condition(b, "Ready").get("reason") == "Suspended")
+    await until_resource(cluster, table.name, has_condition("Ready", reason="Suspended", status="False"))
     deployment = await until_child(cluster, table.name, "Deployment")
     assert deployment["spec"]["replicas"] == 0
     for child in ("CompactionCronJob", "VacuumCronJob"):
@@ -266,9 +274,7 @@ async def child_recreated(cluster: Cluster, table: Table) -> None:
 
 async def delete_keeps_data(cluster: Cluster, table: Table) -> None:
     """Deleting the resource never touches the table: same objects in the store, same rows."""
-    await until_resource(
-        cluster, table.name, lambda b: condition(b, "TableReachable").get("status") == "True"
-    )
+    await until_resource(cluster, table.name, has_condition("TableReachable"))
     before = store_listing(cluster, table.uri)
     await cluster.api.delete(dti_path(cluster, table.name))
 

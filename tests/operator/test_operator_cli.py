@@ -17,7 +17,7 @@ import yaml
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
 from deltaingest.k8s.api import KubeAPI
 from tests.operator import scenarios
-from tests.operator.scenarios import Cluster, condition, until_child, until_resource
+from tests.operator.scenarios import Cluster, has_condition, until_child, until_resource
 from tests.operator.waiting import eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
@@ -66,9 +66,7 @@ async def test_operator_command(
         table = await scenarios.create(cluster, lock_table=lock_table)
         deployment = await until_child(cluster, table.name, "Deployment")
         assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "img:cli"
-        await until_resource(
-            cluster, table.name, lambda b: condition(b, "TableReachable").get("status") == "True"
-        )
+        await until_resource(cluster, table.name, has_condition("TableReachable"))
 
         async def alive() -> bool:
             return (await asyncio.to_thread(http_get, f"http://127.0.0.1:{liveness}/healthz"))[0] == 200

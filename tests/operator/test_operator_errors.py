@@ -9,7 +9,7 @@ import pytest
 
 from deltaingest.k8s.api import resource_path
 from deltaingest.k8s.spec import API_VERSION, KIND
-from tests.operator.scenarios import Cluster, child_path, condition, dti_path, until_resource
+from tests.operator.scenarios import Cluster, child_path, condition, dti_path, has_condition, until_resource
 from tests.operator.waiting import eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
@@ -34,7 +34,7 @@ async def test_missing_secret_is_reported_then_picked_up(cluster: Cluster, lock_
     }
     await cluster.api.create(resource(cluster, name, spec))
     current = await until_resource(
-        cluster, name, lambda b: condition(b, "TableReachable").get("reason") == "SecretMissing"
+        cluster, name, has_condition("TableReachable", reason="SecretMissing", status="False")
     )
     assert "Secret tables/later not found" in condition(current, "TableReachable")["message"]
     assert condition(current, "Ready")["status"] == "False"
@@ -55,7 +55,7 @@ async def test_missing_secret_is_reported_then_picked_up(cluster: Cluster, lock_
         }
     )
     current = await until_resource(
-        cluster, name, lambda b: condition(b, "TableReachable").get("reason") == "TableNotFound"
+        cluster, name, has_condition("TableReachable", reason="TableNotFound", status="False")
     )
     assert "the writer creates it at start" in condition(current, "TableReachable")["message"]
 
@@ -66,7 +66,7 @@ async def test_invalid_spec_writes_nothing(cluster: Cluster) -> None:
     spec = {"table": {"uri": "s3://lake/x"}, "writer": {"replicas": 3}}  # 3 replicas with no lock
     await cluster.api.create(resource(cluster, name, spec))
     current = await until_resource(
-        cluster, name, lambda b: condition(b, "Ready").get("reason") == "InvalidSpec"
+        cluster, name, has_condition("Ready", reason="InvalidSpec", status="False")
     )
     assert "dynamodb" in condition(current, "Ready")["message"]
     for child in ("ConfigMap", "Deployment", "Service", "CompactionCronJob", "VacuumCronJob"):
@@ -80,9 +80,7 @@ async def test_events_name_what_was_applied(cluster: Cluster, lock_table: str) -
     from tests.operator import scenarios  # noqa: PLC0415
 
     table = await scenarios.create(cluster, lock_table=lock_table)
-    await until_resource(
-        cluster, table.name, lambda b: condition(b, "TableReachable").get("status") == "True"
-    )
+    await until_resource(cluster, table.name, has_condition("TableReachable"))
     wanted = {f"created Deployment {table.name}-writer", f"created CronJob {table.name}-compaction"}
 
     async def posted() -> bool:  # kopf posts events from a queue, a moment after the handler
