@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ignore triggers, minimum age and tiers: compact every partition with mergeable files",
     )
     compact.add_argument("--json", action="store_true", help="print the report as JSON")
+    compact.add_argument(
+        "--termination-log", metavar="PATH", help="also write a one-line summary here (Kubernetes Jobs)"
+    )
 
     vacuum = commands.add_parser("vacuum", help="delete unreferenced files past the retention, checkpoint")
     _table_arguments(vacuum)
@@ -111,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also delete unreferenced files (from crashed writers) older than the retention; needs >= 1 h",
     )
     vacuum.add_argument("--json", action="store_true", help="print the report as JSON")
+    vacuum.add_argument(
+        "--termination-log", metavar="PATH", help="also write a one-line summary here (Kubernetes Jobs)"
+    )
 
     demo = commands.add_parser(
         "demo", help="the daemon on a local table (or --s3) under synthetic HTTP load, with a report"
@@ -123,22 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _bench_arguments(commands.add_parser("bench", help="benchmarks"))
 
-    op = commands.add_parser("operator", help="run the Kubernetes operator for DeltaTableIngest resources")
-    scope = op.add_mutually_exclusive_group()
-    scope.add_argument(
-        "--namespace", action="append", default=[], help="watch this namespace (repeatable); default: all"
+    _operator_arguments(
+        commands.add_parser("operator", help="run the Kubernetes operator for DeltaTableIngest resources")
     )
-    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
-    op.add_argument(
-        "--image",
-        default=os.environ.get("DELTAINGEST_IMAGE", DEFAULT_IMAGE),
-        help="workload image when a resource names none (default: $DELTAINGEST_IMAGE or %(default)s)",
-    )
-    op.add_argument("--peering", help="kopf peering name: leader election between operator replicas")
-    op.add_argument("--resync-seconds", type=float, default=30.0, help="status and drift check interval")
-    op.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
-    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port (0: off)")
-    op.add_argument("--bind", default="0.0.0.0", help="address for the liveness and metrics ports")
 
     commands.add_parser("crd", help="print the DeltaTableIngest CustomResourceDefinition (YAML)")
     return parser
@@ -171,6 +164,24 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     )
     bench_maintenance.add_argument("--keep", action="store_true", help="keep the tables afterwards")
     bench_maintenance.add_argument("--output", type=Path, help="also write the JSON report here")
+
+
+def _operator_arguments(op: argparse.ArgumentParser) -> None:
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", action="append", default=[], help="watch this namespace (repeatable); default: all"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    op.add_argument(
+        "--image",
+        default=os.environ.get("DELTAINGEST_IMAGE", DEFAULT_IMAGE),
+        help="workload image when a resource names none (default: $DELTAINGEST_IMAGE or %(default)s)",
+    )
+    op.add_argument("--peering", help="kopf peering name: leader election between operator replicas")
+    op.add_argument("--resync-seconds", type=float, default=30.0, help="status and drift check interval")
+    op.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
+    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port (0: off)")
+    op.add_argument("--bind", default="0.0.0.0", help="address for the liveness and metrics ports")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -311,6 +322,11 @@ def maintain(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         lock.close()
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary(), flush=True)
+    if args.termination_log:
+        # Kubernetes shows this file as the container's termination message (at most 4 KiB); the operator
+        # copies it into the resource's status as the last run's result.
+        line = "; ".join(part.strip() for part in report.summary().splitlines())
+        Path(args.termination_log).write_text(line[:4000])
     return EXIT_FAILED if report.status == "failed" else 0
 
 

@@ -95,11 +95,16 @@ def test_compaction_merges_small_files_of_one_partition_and_keeps_every_row(
     untouched = {f for f in before if not f.startswith("day=2024-05-01/")}
     config = settings_file(tmp_path, schema=SCHEMA, compaction={"minSmallFiles": 5, "minAgeSeconds": 0})
 
+    termination_log = tmp_path / "termination-log"
     code, report = cli_json(
-        "compact", "--table", s3_uri, "--config", str(config), *dynamo_flags, env=cloud_env
-    )
+        "compact", "--table", s3_uri, "--config", str(config), *dynamo_flags,
+        "--termination-log", str(termination_log), env=cloud_env,
+    )  # fmt: skip
 
     assert code == 0 and report["status"] == "done", report
+    # One line for the Job's termination message, which the operator copies into the resource's status.
+    summary = termination_log.read_text()
+    assert "\n" not in summary and f"compact {s3_uri}: done" in summary and "filesRemoved: 6" in summary
     assert report["filesRemoved"] == 6 and report["filesAdded"] == 1 and report["partitions"] == 1
     assert report["bytesRead"] > 0 and report["bytesWritten"] > 0
     assert report["versionAfter"] == report["versionBefore"] + 1

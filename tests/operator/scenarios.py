@@ -287,3 +287,65 @@ async def delete_keeps_data(cluster: Cluster, table: Table) -> None:
     reread = DeltaTable(table.uri, storage_options=table.options)
     assert reread.version() == 1
     assert reread.to_pyarrow_table().num_rows == 6
+
+
+async def maintenance_results(cluster: Cluster, table: Table) -> None:
+    """Finished Jobs reach the status: the newest run's result and summary; a failed one flags Ready.
+
+    Plays the CronJob and Job controllers and the kubelet (kmock runs none of them).
+    """
+    labels = {
+        "app.kubernetes.io/name": "deltaingest",
+        "app.kubernetes.io/instance": table.name,
+        "app.kubernetes.io/managed-by": "deltaingest-operator",
+        "app.kubernetes.io/component": "compaction",
+    }
+    jobs = resource_path("batch/v1", "jobs", namespace=cluster.namespace)
+    for job, result, at, summary in (
+        (f"{table.name}-compaction-1", "Complete", "2026-11-22T09:00:00Z", "compact: ok; filesRemoved: 40"),
+        (f"{table.name}-compaction-2", "Failed", "2026-11-22T09:05:00Z", "compact: failed (SlowDown)"),
+    ):
+        meta = {"name": job, "namespace": cluster.namespace, "labels": labels}
+        await cluster.api.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": {}})
+        await cluster.api.request(
+            "PATCH",
+            f"{jobs}/{job}/status",
+            body={
+                "status": {
+                    "startTime": at,
+                    **({"completionTime": at} if result == "Complete" else {}),
+                    "conditions": [
+                        {
+                            "type": result,
+                            "status": "True",
+                            "lastTransitionTime": at,
+                            "reason": "BackoffLimitExceeded",
+                        }
+                    ],
+                }
+            },
+            content_type=MERGE,
+        )
+        pod_meta = {"name": f"{job}-x", "namespace": cluster.namespace, "labels": {**labels, "job-name": job}}
+        terminated = {"exitCode": 0 if result == "Complete" else 1, "message": summary, "finishedAt": at}
+        await cluster.api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": pod_meta,
+                "spec": {"containers": [{"name": "compact", "image": "x"}]},
+                "status": {"containerStatuses": [{"name": "compact", "state": {"terminated": terminated}}]},
+            }
+        )
+    current = await until_resource(
+        cluster, table.name, has_condition("CompactionScheduled", reason="LastRunFailed")
+    )
+    assert current["status"]["lastCompaction"] == {
+        "job": f"{table.name}-compaction-2",
+        "result": "Failed",
+        "startTime": "2026-11-22T09:05:00Z",
+        "completionTime": "2026-11-22T09:05:00Z",
+        "message": "compact: failed (SlowDown)",
+    }
+    assert condition(current, "Ready")["status"] == "False"
+    assert "SlowDown" in condition(current, "Ready")["message"]

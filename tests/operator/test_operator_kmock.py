@@ -31,6 +31,11 @@ async def test_child_deleted_or_edited_by_hand_is_restored(cluster: Cluster, loc
     await scenarios.child_recreated(cluster, table)
 
 
+async def test_maintenance_results_reach_the_status(cluster: Cluster, lock_table: str) -> None:
+    table = await scenarios.create(cluster, lock_table=lock_table)
+    await scenarios.maintenance_results(cluster, table)
+
+
 async def test_delete_touches_no_table_data(
     cluster: Cluster, lock_table: str, k8s: kmock.KubernetesEmulator
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deltaingest.k8s.conditions import Observed, Probe, last_run, status
+from deltaingest.k8s.conditions import Observed, Probe, last_run, status, termination_messages
 from deltaingest.k8s.drift import drift, stamp
 from deltaingest.k8s.spec import parse_spec
 
@@ -37,6 +37,7 @@ def observed(**changes: Any) -> Observed:
         "deployment": {"status": {"readyReplicas": 1}},
         "cron_jobs": {"compaction": cron(), "vacuum": cron()},
         "jobs": [],
+        "pods": [],
         "table": OK,
         "lock": LOCK,
     }
@@ -144,3 +145,28 @@ def test_drift() -> None:
         }
     )
     assert drift(changed, served) == "rendering changed"
+
+
+def pod(job_name: str, message: str, at: str) -> dict[str, Any]:
+    terminated = {"exitCode": 0, "message": message + "\n", "finishedAt": at}
+    return {
+        "metadata": {"labels": {"job-name": job_name}},
+        "status": {"containerStatuses": [{"name": "compact", "state": {"terminated": terminated}}]},
+    }
+
+
+def test_run_summary_comes_from_the_pod_termination_message() -> None:
+    pods = [
+        pod("c-2", "compact s3://t: failed (retry)", "2026-11-22T09:01:00Z"),
+        pod("c-2", "compact s3://t: ok; files 40 -> 2", "2026-11-22T09:05:00Z"),
+        {"metadata": {"labels": {}}, "status": {}},
+    ]
+    messages = termination_messages(pods)
+    assert messages == {"c-2": "compact s3://t: ok; files 40 -> 2"}
+    jobs = [job("compaction", "c-2", "Complete", "2026-11-22T09:05:00Z")]
+    run = last_run(jobs, "compaction", messages)
+    assert run is not None
+    assert run.message == "compact s3://t: ok; files 40 -> 2"
+    result = status(observed(jobs=jobs, pods=pods))
+    assert result.last_compaction == run
+    assert result.last_vacuum is None

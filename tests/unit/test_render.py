@@ -65,7 +65,14 @@ def test_children_with_defaults() -> None:
     assert compaction["successfulJobsHistoryLimit"] == 3
     assert compaction["failedJobsHistoryLimit"] == 3
     job_container = compaction["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert job_container["args"][:2] == ["compact", "--json"]
+    assert job_container["args"] == [
+        "compact",
+        "--json",
+        "--termination-log",
+        "/dev/termination-log",
+        "--config",
+        "/etc/deltaingest/config.yaml",
+    ]
     vacuum = children["CronJob/events-vacuum"]["spec"]
     assert vacuum["schedule"] == "0 * * * *"
     for child in children.values():

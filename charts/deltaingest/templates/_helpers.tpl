@@ -63,6 +63,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch]
+# The maintenance Jobs' pods, for the summary each run leaves as its termination message.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
 # Only to read the credentials a resource names, for table facts and the lock table.
 - apiGroups: [""]
   resources: [secrets]

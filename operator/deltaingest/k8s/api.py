@@ -27,6 +27,7 @@ KINDS: dict[str, str] = {
     "Deployment": "deployments",
     "CronJob": "cronjobs",
     "Job": "jobs",
+    "Pod": "pods",
     "DeltaTableIngest": "deltatableingests",
     "CustomResourceDefinition": "customresourcedefinitions",
     "Namespace": "namespaces",

@@ -40,6 +40,7 @@ class Children:
     deployment: dict[str, Any] | None
     cron_jobs: dict[str, dict[str, Any] | None]
     jobs: list[dict[str, Any]]
+    pods: list[dict[str, Any]]  # the maintenance Jobs' pods, for their termination messages
 
 
 async def read_children(api: KubeAPI, namespace: str, name: str) -> Children:
@@ -54,7 +55,12 @@ async def read_children(api: KubeAPI, namespace: str, name: str) -> Children:
         for component in ("compaction", "vacuum")
     }
     jobs = await api.list(resource_path("batch/v1", "jobs", namespace=namespace), labels=labels(name))
-    return Children(deployment, cron_jobs, jobs)
+    pods: list[dict[str, Any]] = []
+    for component in ("compaction", "vacuum"):
+        pods += await api.list(
+            resource_path("v1", "pods", namespace=namespace), labels=labels(name, component)
+        )
+    return Children(deployment, cron_jobs, jobs, pods)
 
 
 async def resolve_env(api: KubeAPI, namespace: str, env: Mapping[str, EnvValue]) -> dict[str, str]:

@@ -45,6 +45,7 @@ class Observed:
     deployment: Mapping[str, Any] | None
     cron_jobs: Mapping[str, Mapping[str, Any] | None]
     jobs: Sequence[Mapping[str, Any]]
+    pods: Sequence[Mapping[str, Any]]
     table: Probe | None
     lock: Probe
     apply_error: str | None = None
@@ -65,8 +66,23 @@ def _finished(job: Mapping[str, Any]) -> tuple[Literal["Succeeded", "Failed"], s
     return None
 
 
-def last_run(jobs: Sequence[Mapping[str, Any]], component: str) -> RunStatus | None:
-    """The newest finished Job of ``component`` (``compaction`` or ``vacuum``)."""
+def termination_messages(pods: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Job name -> what its newest finished pod wrote to its termination log (the run's summary)."""
+    found: dict[str, tuple[str, str]] = {}
+    for pod in pods:
+        job = ((pod.get("metadata") or {}).get("labels") or {}).get("job-name")
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            message, at = terminated.get("message"), terminated.get("finishedAt") or ""
+            if job and message and at >= found.get(job, ("", ""))[1]:
+                found[job] = (message.strip(), at)
+    return {job: message for job, (message, _) in found.items()}
+
+
+def last_run(
+    jobs: Sequence[Mapping[str, Any]], component: str, messages: Mapping[str, str] | None = None
+) -> RunStatus | None:
+    """The newest finished Job of ``component`` (``compaction`` or ``vacuum``), with its pod's summary."""
     newest: RunStatus | None = None
     for job in jobs:
         meta = job.get("metadata") or {}
@@ -76,8 +92,10 @@ def last_run(jobs: Sequence[Mapping[str, Any]], component: str) -> RunStatus | N
         if finished is None:
             continue
         result, ended, message = finished
+        name = meta.get("name", "")
+        message = (messages or {}).get(name) or message
         run = RunStatus(
-            job=meta.get("name", ""),
+            job=name,
             result=result,
             start_time=(job.get("status") or {}).get("startTime"),
             completion_time=ended,
@@ -166,7 +184,8 @@ def _ready(conditions: Mapping[str, Condition], observed: Observed) -> tuple[Sta
 def status(observed: Observed) -> DeltaTableIngestStatus:
     """The full status to write, computed from one reconcile's observations."""
     counts = writer_counts(observed)
-    runs = {component: last_run(observed.jobs, component) for component in COMPONENTS}
+    messages = termination_messages(observed.pods)
+    runs = {component: last_run(observed.jobs, component, messages) for component in COMPONENTS}
     found: dict[str, Condition] = {}
     for kind, (state, reason, message) in (
         ("WriterAvailable", _writer(observed, counts)),

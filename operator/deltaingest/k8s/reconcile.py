@@ -109,6 +109,7 @@ async def reconcile(
             deployment=children.deployment,
             cron_jobs=children.cron_jobs,
             jobs=children.jobs,
+            pods=children.pods,
             table=table,
             lock=lock,
             apply_error=apply_error,

@@ -35,6 +35,7 @@ HTTP_PORT = 8080
 METRICS_PORT = 9090
 AUTH_TOKEN_ENV = "DELTAINGEST_AUTH_TOKEN"
 CONFIG_HASH = "deltaingest.io/config-hash"
+TERMINATION_LOG = "/dev/termination-log"  # the kubelet mounts it writable even on a read-only root
 # A non-root user that exists in no base image, as the restricted Pod Security Standard asks.
 RUN_AS_USER = 10001
 
@@ -312,7 +313,8 @@ def render_deployment(owner: Owner) -> Manifest:
 def _render_cron_job(
     owner: Owner, component: str, command: str, *, schedule: str, suspended: bool, resources: Resources
 ) -> Manifest:
-    container = _container(owner, [command, "--json"], storage_environment(owner.spec), resources)
+    args = [command, "--json", "--termination-log", TERMINATION_LOG]
+    container = _container(owner, args, storage_environment(owner.spec), resources)
     job_labels = labels(owner.name, component)
     return {
         "apiVersion": "batch/v1",
