@@ -104,16 +104,21 @@ async def until_child(
     return await eventually(check, timeout=60.0)
 
 
-def store_listing(cluster: Cluster, uri: str) -> dict[str, int]:
-    """Every object under the table's prefix, with its size: the ground truth for "no data touched"."""
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=cluster.seaweed.endpoint,
+def aws(endpoint: str, service: str) -> Any:
+    """A boto3 client for one of the test servers."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
         region_name="us-east-1",
     )
+
+
+def store_listing(cluster: Cluster, uri: str) -> dict[str, int]:
+    """Every object under the table's prefix, with its size: the ground truth for "no data touched"."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    s3 = aws(cluster.seaweed.endpoint, "s3")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
     return {obj["Key"]: obj["Size"] for page in pages for obj in page.get("Contents", [])}
 
@@ -198,13 +203,7 @@ async def children_and_status(cluster: Cluster, table: Table, lock_table: str) -
     for item in status["conditions"]:
         assert item["observedGeneration"] == current["metadata"]["generation"]
         assert item["lastTransitionTime"]
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=cluster.moto.endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-    )
+    dynamodb = aws(cluster.moto.endpoint, "dynamodb")
     assert dynamodb.describe_table(TableName=lock_table)["Table"]["TableStatus"] == "ACTIVE"
     if not cluster.fake_controller:
         return

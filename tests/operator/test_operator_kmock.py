@@ -6,29 +6,22 @@ import kmock
 import pytest
 
 from tests.operator import scenarios
+from tests.operator.lifecycle import (
+    test_child_deleted_or_edited_by_hand_is_restored,
+    test_children_and_status,
+    test_spec_change_rolls_writers,
+    test_suspend_and_resume,
+)
 from tests.operator.scenarios import Cluster, dti_path
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
-
-async def test_children_and_status(cluster: Cluster, lock_table: str) -> None:
-    table = await scenarios.create(cluster, lock_table=lock_table)
-    await scenarios.children_and_status(cluster, table, lock_table)
-
-
-async def test_spec_change_rolls_writers(cluster: Cluster, lock_table: str) -> None:
-    table = await scenarios.create(cluster, lock_table=lock_table)
-    await scenarios.spec_change_rolls_writers(cluster, table)
-
-
-async def test_suspend_and_resume(cluster: Cluster, lock_table: str) -> None:
-    table = await scenarios.create(cluster, lock_table=lock_table)
-    await scenarios.suspend(cluster, table)
-
-
-async def test_child_deleted_or_edited_by_hand_is_restored(cluster: Cluster, lock_table: str) -> None:
-    table = await scenarios.create(cluster, lock_table=lock_table)
-    await scenarios.child_recreated(cluster, table)
+__all__ = [
+    "test_child_deleted_or_edited_by_hand_is_restored",
+    "test_children_and_status",
+    "test_spec_change_rolls_writers",
+    "test_suspend_and_resume",
+]
 
 
 async def test_maintenance_results_reach_the_status(cluster: Cluster, lock_table: str) -> None:
@@ -39,12 +32,10 @@ async def test_maintenance_results_reach_the_status(cluster: Cluster, lock_table
 async def test_delete_touches_no_table_data(
     cluster: Cluster, lock_table: str, k8s: kmock.KubernetesEmulator
 ) -> None:
+    """As the lifecycle test, and kmock's request log shows the operator deleted nothing itself: the only
+    DELETE is the test's own (the children go by their owner references on a real cluster)."""
     table = await scenarios.create(cluster, lock_table=lock_table)
-    current = await cluster.api.get(dti_path(cluster, table.name))
-    assert current is not None
     deletes_before = len(list(k8s["delete"]))
     await scenarios.delete_keeps_data(cluster, table)
-    # kmock has no garbage collector, so this also shows the operator deleted nothing itself: the only
-    # DELETE is the test's own (the children go by their owner references on a real cluster).
     deletes = list(k8s["delete"])[deletes_before:]
     assert [request.url.path for request in deletes] == [dti_path(cluster, table.name)]

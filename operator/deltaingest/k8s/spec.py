@@ -118,7 +118,14 @@ class Writer(WriterPolicy):
     )
 
 
-class Compaction(CompactionPolicy):
+class MaintenanceJob(Model):
+    """What the two maintenance CronJobs share besides their schedule."""
+
+    suspend: bool = Field(default=False, description="Suspend this CronJob only")
+    resources: Resources = Field(default_factory=Resources)
+
+
+class Compaction(CompactionPolicy, MaintenanceJob):
     """The compaction CronJob: each run checks the triggers and merges small files where they fire."""
 
     model_config = _cel(
@@ -126,11 +133,9 @@ class Compaction(CompactionPolicy):
     )
 
     schedule: str = Field(default="*/5 * * * *", pattern=CRON_PATTERN, description="Cron schedule")
-    suspend: bool = False
-    resources: Resources = Field(default_factory=Resources)
 
 
-class Vacuum(VacuumPolicy):
+class Vacuum(VacuumPolicy, MaintenanceJob):
     """The vacuum CronJob: deletes files past the retention, then checkpoints and cleans up the log."""
 
     model_config = _cel(
@@ -138,8 +143,6 @@ class Vacuum(VacuumPolicy):
     )
 
     schedule: str = Field(default="0 * * * *", pattern=CRON_PATTERN, description="Cron schedule")
-    suspend: bool = False
-    resources: Resources = Field(default_factory=Resources)
 
 
 class DeltaTableIngestSpec(Model):
