@@ -132,6 +132,11 @@ def test_drift() -> None:
         "spec": {"replicas": 2, "cpu": "1", "ports": [{"p": 1, "protocol": "TCP"}], "defaulted": True},
     }
     assert drift(desired, served) is None  # server-side defaults and quantity strings are not drift
+    with_empties = stamp(
+        {"kind": "X", "metadata": {"name": "a"}, "spec": {"env": [], "labels": {}, "n": None}}
+    )
+    served_empties = {"metadata": with_empties["metadata"], "spec": {}}
+    assert drift(with_empties, served_empties) is None  # the server omits empty lists and maps
     assert (
         drift(desired, {**served, "spec": {**served["spec"], "replicas": 5}}) == "spec edited in the cluster"
     )

@@ -162,3 +162,45 @@ def test_overrides() -> None:
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2}}
     env = {item["name"]: item for item in container["env"]}
     assert env["DELTAINGEST_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "tok", "key": "token"}
+
+
+def test_pod_placement_reaches_every_pod() -> None:
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "lake", "effect": "NoSchedule"}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+    ]}}}  # fmt: skip
+    spec = {
+        **SPEC,
+        "pods": {
+            "imagePullSecrets": ["regcred"],
+            "nodeSelector": {"pool": "lake"},
+            "tolerations": [toleration],
+            "affinity": affinity,
+            "priorityClassName": "ingest",
+            "annotations": {"team": "data"},
+            # The operator's own labels win: the Service and the Deployment select on them.
+            "labels": {"team": "data", "app.kubernetes.io/component": "mine"},
+        },
+    }
+    children = by_kind(render(owner(spec)))
+    templates = [
+        children["Deployment/events-writer"]["spec"]["template"],
+        children["CronJob/events-compaction"]["spec"]["jobTemplate"]["spec"]["template"],
+        children["CronJob/events-vacuum"]["spec"]["jobTemplate"]["spec"]["template"],
+    ]
+    for template in templates:
+        pod = template["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["nodeSelector"] == {"pool": "lake"}
+        assert pod["tolerations"] == [toleration]
+        assert pod["affinity"] == affinity
+        assert pod["priorityClassName"] == "ingest"
+        assert template["metadata"]["annotations"]["team"] == "data"
+        assert template["metadata"]["labels"]["team"] == "data"
+        assert template["metadata"]["labels"]["app.kubernetes.io/component"] in (
+            "writer",
+            "compaction",
+            "vacuum",
+        )
+    for manifest in render(owner(spec)):
+        kubernetes_validate.validate(manifest, "1.37.0", strict=True)

@@ -75,6 +75,8 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):
             out["additionalProperties"] = _structural(extra, defs)
+        elif extra is True:  # dict[str, Any]: an embedded Kubernetes structure (affinity, a toleration)
+            out["x-kubernetes-preserve-unknown-fields"] = True
     if kind == "array":
         out["items"] = _structural(node["items"], defs)
     for key, value in node.items():

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 APPLIED_HASH = "deltaingest.io/applied-hash"
+_EMPTY: tuple[Any, ...] = ({}, [], None)
 
 
 def stamp(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -21,8 +22,10 @@ def stamp(manifest: Mapping[str, Any]) -> dict[str, Any]:
 def _covers(actual: Any, desired: Any) -> bool:
     """True when every field of ``desired`` is in ``actual`` with an equal value (servers add defaults)."""
     if isinstance(desired, Mapping):
+        # The API server leaves out empty lists and maps (omitempty): absent matches empty.
         return isinstance(actual, Mapping) and all(
-            key in actual and _covers(actual[key], value) for key, value in desired.items()
+            _covers(actual[key], value) if key in actual else value in _EMPTY
+            for key, value in desired.items()
         )
     if isinstance(desired, list):
         return (

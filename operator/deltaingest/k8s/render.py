@@ -227,7 +227,26 @@ def _pod_spec(owner: Owner, containers: list[Manifest], **extra: Any) -> Manifes
     }
     if owner.spec.service_account_name:
         spec["serviceAccountName"] = owner.spec.service_account_name
+    pods = owner.spec.pods
+    for key, value in (
+        ("imagePullSecrets", [{"name": name} for name in pods.image_pull_secrets]),
+        ("nodeSelector", dict(pods.node_selector)),
+        ("tolerations", [dict(t) for t in pods.tolerations]),
+        ("affinity", dict(pods.affinity)),
+        ("priorityClassName", pods.priority_class_name),
+    ):
+        if value:
+            spec[key] = value
     return spec
+
+
+def _pod_metadata(owner: Owner, component: str, annotations: dict[str, str] | None = None) -> Manifest:
+    """The user's pod labels and annotations, then ours (which the selectors and the roll rely on)."""
+    pods = owner.spec.pods
+    return {
+        "labels": {**pods.labels, **labels(owner.name, component)},
+        "annotations": {**pods.annotations, **(annotations or {})},
+    }
 
 
 def render_config_map(owner: Owner) -> Manifest:
@@ -282,15 +301,16 @@ def render_deployment(owner: Owner) -> Manifest:
         "periodSeconds": 2,
         "failureThreshold": 60,
     }
-    template_metadata = {
-        "labels": labels(owner.name, "writer"),
-        "annotations": {
+    template_metadata = _pod_metadata(
+        owner,
+        "writer",
+        {
             CONFIG_HASH: config_hash(config_data(spec)),
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(METRICS_PORT),
             "prometheus.io/path": "/metrics",
         },
-    }
+    )
     # In-flight commits finish within the writer's grace; Kubernetes must wait a little longer than that.
     grace = int(spec.writer.shutdown_grace_seconds) + 5
     return {
@@ -333,7 +353,7 @@ def _render_cron_job(
                 "spec": {
                     "backoffLimit": 2,
                     "template": {
-                        "metadata": {"labels": job_labels},
+                        "metadata": _pod_metadata(owner, component),
                         "spec": _pod_spec(owner, [container], restartPolicy="Never"),
                     },
                 },

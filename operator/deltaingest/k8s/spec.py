@@ -66,6 +66,18 @@ class Resources(Model):
     limits: dict[str, Quantity] = Field(default_factory=dict)
 
 
+class Pods(Model):
+    """Scheduling, pulling and metadata for every pod of the table (writers and maintenance Jobs)."""
+
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Secret names for the registry")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="As in a Pod spec")
+    affinity: dict[str, Any] = Field(default_factory=dict, description="As in a Pod spec")
+    priority_class_name: str | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="Added to the operator's own labels")
+
+
 class Table(TableSpec):
     """The Delta table: where it lives and, if it does not exist yet, how the writer creates it."""
 
@@ -166,6 +178,7 @@ class DeltaTableIngestSpec(Model):
     writer: Writer = Field(default_factory=Writer)
     compaction: Compaction = Field(default_factory=Compaction)
     vacuum: Vacuum = Field(default_factory=Vacuum)
+    pods: Pods = Field(default_factory=Pods)
     suspend: bool = Field(default=False, description="Scale writers to 0 and suspend both CronJobs")
     service_account_name: str | None = Field(
         default=None, description="ServiceAccount for the workloads (IRSA / Pod Identity on AWS)"
