@@ -30,6 +30,7 @@ CHILDREN = {
     "ConfigMap": ("v1", "configmaps", "config"),
     "Service": ("v1", "services", "writer"),
     "Deployment": ("apps/v1", "deployments", "writer"),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", "writer"),
     "CompactionCronJob": ("batch/v1", "cronjobs", "compaction"),
     "VacuumCronJob": ("batch/v1", "cronjobs", "vacuum"),
 }

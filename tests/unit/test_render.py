@@ -33,6 +33,7 @@ def test_children_with_defaults() -> None:
         "CronJob/events-compaction",
         "CronJob/events-vacuum",
         "Deployment/events-writer",
+        "PodDisruptionBudget/events-writer",
         "Service/events-writer",
     ]
     deployment = children["Deployment/events-writer"]

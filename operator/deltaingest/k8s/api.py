@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "Secret": "secrets",
     "Event": "events",
     "Deployment": "deployments",
+    "PodDisruptionBudget": "poddisruptionbudgets",
     "CronJob": "cronjobs",
     "Job": "jobs",
     "Pod": "pods",

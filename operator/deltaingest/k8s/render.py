@@ -330,6 +330,16 @@ def render_deployment(owner: Owner) -> Manifest:
     }
 
 
+def render_disruption_budget(owner: Owner) -> Manifest:
+    """At most one writer evicted at a time (node drains, cluster upgrades); harmless with one replica."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, child_names(owner.name)["writer"], "writer"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": writer_selector(owner.name)}},
+    }
+
+
 def _render_cron_job(
     owner: Owner, component: str, command: str, *, schedule: str, suspended: bool, resources: Resources
 ) -> Manifest:
@@ -389,6 +399,7 @@ def render(owner: Owner) -> list[Manifest]:
         render_config_map(owner),
         render_service(owner),
         render_deployment(owner),
+        render_disruption_budget(owner),
         render_compaction(owner),
         render_vacuum(owner),
     ]
