@@ -84,8 +84,9 @@ async def test_operator_command(
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            code = await asyncio.to_thread(process.wait, 30)
-        finally:
-            process.kill()
-            log.close()
+            code: int | None = await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            code = None
+        process.kill()
+        log.close()
     assert code == 0, (tmp_path / "operator.log").read_text()

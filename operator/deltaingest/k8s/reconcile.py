@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +16,7 @@ from deltaingest.k8s.api import KubeAPI, KubeError
 from deltaingest.k8s.apply import MissingSecret, ensure, read_children, resolve_env
 from deltaingest.k8s.conditions import Observed, Probe
 from deltaingest.k8s.probes import probe_lock_table, probe_table
-from deltaingest.k8s.render import Owner, render, selector_string, storage_environment
+from deltaingest.k8s.render import Owner, render, storage_environment
 from deltaingest.k8s.spec import Condition, DeltaTableIngestSpec, parse_spec
 
 
@@ -32,7 +34,6 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     error: str | None = None
-    spec: DeltaTableIngestSpec | None = None
 
 
 async def _in_thread(
@@ -41,9 +42,33 @@ async def _in_thread(
     environ: Mapping[str, str],
     timeout: float,
 ) -> Probe:
-    """A blocking probe off the event loop, bounded so one slow store cannot stall every resource."""
+    """A blocking probe off the event loop, bounded so one slow store cannot stall every resource.
+
+    A daemon thread rather than the loop's executor: a probe stuck in a store's retries must neither hold
+    up the operator's exit on SIGTERM (asyncio.run waits for executor threads) nor outlive it.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[Probe] = loop.create_future()
+
+    def deliver(result: Probe | BaseException) -> None:
+        if answer.done():  # timed out or cancelled meanwhile
+            return
+        if isinstance(result, BaseException):
+            answer.set_exception(result)
+        else:
+            answer.set_result(result)
+
+    def run() -> None:
+        try:
+            result: Probe | BaseException = check(spec, environ)
+        except Exception as err:
+            result = err
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(deliver, result)
+
+    threading.Thread(target=run, name=f"probe-{check.__name__}", daemon=True).start()
     try:
-        return await asyncio.wait_for(asyncio.to_thread(check, spec, environ), timeout)
+        return await asyncio.wait_for(answer, timeout)
     except TimeoutError:
         return Probe(False, "Timeout", f"no answer within {timeout:.0f} s")
 
@@ -62,7 +87,11 @@ def _invalid(body: Mapping[str, Any], error: ValidationError, now: str) -> Outco
         "lastTransitionTime": now,
         "observedGeneration": generation,
     }
-    return Outcome({"conditions": [ready]}, [Event("Warning", "InvalidSpec", message)], message)
+    before = _ready(body)
+    # Once per distinct problem, not on every resync.
+    fresh = before.get("reason") != "InvalidSpec" or before.get("message") != message
+    events = [Event("Warning", "InvalidSpec", message)] if fresh else []
+    return Outcome({"conditions": [ready]}, events, message)
 
 
 async def reconcile(
@@ -84,19 +113,15 @@ async def reconcile(
             done = await ensure(api, manifest)
             if done:
                 events.append(Event("Normal", "Applied", done))
-    except KubeError as err:
+    except KubeError as err:  # reported through Ready (reason ApplyFailed) and its transition event
         apply_error = f"applying the children failed: {err}"
-        events.append(Event("Warning", "ApplyFailed", apply_error))
     children = await read_children(api, namespace, name)
     try:
         environ = await resolve_env(api, namespace, storage_environment(spec))
     except MissingSecret as err:
         table: Probe = Probe(False, "SecretMissing", str(err))
-        lock = (
-            Probe(False, "SecretMissing", str(err))
-            if spec.locking.kind == "dynamodb"
-            else Probe(True, "NotRequired", "locking.kind is none")
-        )
+        # Without a lock table there is nothing to reach, so nothing is missing.
+        lock = probe_lock_table(spec, {}) if spec.locking.kind == "none" else table
     else:
         table = await _in_thread(probe_table, spec, environ, probe_timeout)
         lock = await _in_thread(probe_lock_table, spec, environ, probe_timeout)
@@ -116,21 +141,24 @@ async def reconcile(
             previous=previous,
         )
     )
-    events.extend(_transitions(previous, status.conditions))
-    patch = status.model_dump(by_alias=True, mode="json")
-    patch["selector"] = selector_string(name)
-    return Outcome(patch, events, apply_error, spec)
+    events.extend(_transitions(_ready(body), status.conditions))
+    return Outcome(status.model_dump(by_alias=True, mode="json"), events, apply_error)
 
 
-def _transitions(previous: list[Mapping[str, Any]], current: list[Condition]) -> list[Event]:
-    """An event when Ready flips, so ``kubectl describe`` and event exporters show the history."""
-    before = {c.get("type"): c.get("status") for c in previous}
-    out: list[Event] = []
-    for condition in current:
-        if condition.type != "Ready" or before.get("Ready") == condition.status:
-            continue
-        if condition.status == "True":
-            out.append(Event("Normal", "Ready", condition.message))
-        else:
-            out.append(Event("Warning", f"NotReady{condition.reason}"[:128], condition.message))
-    return out
+def _ready(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The Ready condition the resource had before this reconcile (empty if none)."""
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return dict(condition)
+    return {}
+
+
+def _transitions(before: Mapping[str, Any], current: list[Condition]) -> list[Event]:
+    """An event when Ready's status or reason changes, so ``kubectl describe`` and event exporters show the
+    history without an event on every resync."""
+    (ready,) = [condition for condition in current if condition.type == "Ready"]
+    if (before.get("status"), before.get("reason")) == (ready.status, ready.reason):
+        return []
+    if ready.status == "True":
+        return [Event("Normal", "Ready", ready.message)]
+    return [Event("Warning", f"NotReady{ready.reason}"[:128], ready.message)]
