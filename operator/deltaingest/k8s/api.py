@@ -110,6 +110,7 @@ class KubeAPI:
         self.info = info
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -121,6 +122,8 @@ class KubeAPI:
         return headers
 
     def _open(self) -> aiohttp.ClientSession:
+        if self._closed:  # a reconcile still running at shutdown must not open a session nobody closes
+            raise KubeError(0, "the API client is closed: the operator is stopping or logged in again")
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=_ssl_context(self.info))
             self._session = aiohttp.ClientSession(
@@ -132,6 +135,7 @@ class KubeAPI:
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
