@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -178,6 +179,12 @@ def _operator_arguments(op: argparse.ArgumentParser) -> None:
         help="workload image when a resource names none (default: $DELTAINGEST_IMAGE or %(default)s)",
     )
     op.add_argument("--peering", help="kopf peering name: leader election between operator replicas")
+    op.add_argument(
+        "--priority",
+        type=int,
+        help="peering priority; the highest active peer serves (default: drawn at random, as kopf freezes "
+        "all peers that share one)",
+    )
     op.add_argument("--resync-seconds", type=float, default=30.0, help="status and drift check interval")
     op.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
     op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port (0: off)")
@@ -292,6 +299,7 @@ def run_operator_command(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         bind=args.bind,
         peering=args.peering,
+        priority=args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1,
     )
     asyncio.run(run_operator(config))
     return 0

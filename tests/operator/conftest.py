@@ -80,9 +80,16 @@ async def operator(k8s: kmock.KubernetesEmulator) -> AsyncIterator[OperatorConfi
 
 
 @pytest_asyncio.fixture
-async def cluster(
-    k8s: kmock.KubernetesEmulator, operator: OperatorConfig, seaweed: SeaweedFS, moto: MotoDynamoDB
+async def no_operator(
+    k8s: kmock.KubernetesEmulator, seaweed: SeaweedFS, moto: MotoDynamoDB
 ) -> AsyncIterator[Cluster]:
+    """kmock and the servers, with no operator running: the test starts its own."""
     api = KubeAPI(kopf.ConnectionInfo(server=str(k8s.url)))
     yield Cluster(api, NAMESPACE, seaweed, moto, fake_controller=True, bump_generation=True)
     await api.close()
+
+
+@pytest_asyncio.fixture
+async def cluster(no_operator: Cluster, operator: OperatorConfig) -> Cluster:
+    """kmock and the servers, with the operator running."""
+    return no_operator

@@ -33,6 +33,8 @@ class OperatorConfig:
     metrics_port: int | None = 9090
     bind: str = "0.0.0.0"
     peering: str | None = None  # None: standalone (one replica); a name: leader election among replicas
+    # kopf freezes every peer when two share a priority: each replica needs its own (the CLI draws one).
+    priority: int = 0
     server: str | None = (
         None  # an API URL without auth (tests, kubectl proxy); default: kubeconfig / in-cluster
     )
@@ -137,6 +139,7 @@ async def run_operator(
         namespaces=list(config.namespaces),
         standalone=config.peering is None,
         peering_name=config.peering,
+        priority=config.priority,
         liveness_endpoint=liveness,
         memo=kopf.Memo(),
         stop_flag=stop_flag,
