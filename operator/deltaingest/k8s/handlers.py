@@ -102,6 +102,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         metrics.record(body.metadata.namespace or "", body.metadata.name or "", outcome.status)
         metrics.RECONCILES.labels("error" if outcome.error else "ok").inc()
         if outcome.error and retry:
+            if outcome.permanent:  # only a new spec helps, and that triggers the update handler
+                raise kopf.PermanentError(outcome.error)
             raise kopf.TemporaryError(outcome.error, delay=config.retry_seconds)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
@@ -115,8 +117,8 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         await handle(body, patch, memo, retry=False)
 
-    # Optional: no finalizer, so deleting a resource is never blocked by the operator. The children go
-    # with it through their owner references; the table's data is never touched.
+    # Optional: it adds no finalizer of its own (the timer's is the only one). The children go with the
+    # resource through their owner references; the table's data is never touched.
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
     def deleted(body: kopf.Body, **_: Any) -> None:
         locks.pop(body.metadata.uid or "", None)

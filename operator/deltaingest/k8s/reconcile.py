@@ -34,6 +34,7 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     error: str | None = None
+    permanent: bool = False  # retrying the same spec cannot help
 
 
 async def _in_thread(
@@ -91,7 +92,7 @@ def _invalid(body: Mapping[str, Any], error: ValidationError, now: str) -> Outco
     # Once per distinct problem, not on every resync.
     fresh = before.get("reason") != "InvalidSpec" or before.get("message") != message
     events = [Event("Warning", "InvalidSpec", message)] if fresh else []
-    return Outcome({"conditions": [ready]}, events, message)
+    return Outcome({"conditions": [ready]}, events, message, permanent=True)
 
 
 async def reconcile(
