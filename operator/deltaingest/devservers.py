@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ACCESS_KEY = "deltaingest"
 SECRET_KEY = "deltaingest-secret"
@@ -137,16 +138,24 @@ class SeaweedFS(_Server):
         self._wait_until(self._bucket_ready, "SeaweedFS")
         return self
 
-    def _bucket_ready(self) -> bool:
+    def s3_client(self) -> Any:
+        """A boto3 S3 client for this server (tests list objects with it to see what really is stored)."""
         import boto3  # noqa: PLC0415
+
+        env = self.env()
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_REGION"],
+        )
+
+    def _bucket_ready(self) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
-        client = boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-            region_name="us-east-1",
-        )  # fmt: skip
         try:
-            client.head_bucket(Bucket=self.bucket)
+            self.s3_client().head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError):
             return False
         return True

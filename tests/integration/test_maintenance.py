@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
@@ -51,20 +50,11 @@ def rows(uri: str, env: dict[str, str], version: int | None = None) -> list[tupl
 def data_files(seaweed: SeaweedFS, uri: str) -> set[str]:
     """Every object of the table outside its log and our lock folder, as paths relative to the table."""
     prefix = uri.removeprefix(f"s3://{seaweed.bucket}/") + "/"
-    client = boto3.client("s3", endpoint_url=seaweed.endpoint, **_credentials(seaweed))
+    client = seaweed.s3_client()
     keys: set[str] = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=seaweed.bucket, Prefix=prefix):
         keys.update(o["Key"].removeprefix(prefix) for o in page.get("Contents", []))
     return {k for k in keys if not k.startswith(("_delta_log/", "_deltaingest/"))}
-
-
-def _credentials(seaweed: SeaweedFS) -> dict[str, str]:
-    env = seaweed.env()
-    return {
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-        "region_name": env["AWS_REGION"],
-    }
 
 
 def active(uri: str, env: dict[str, str], version: int | None = None) -> set[str]:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
@@ -23,6 +22,7 @@ from deltaingest.devservers import ACCESS_KEY, SECRET_KEY, MotoDynamoDB, Seaweed
 from deltaingest.k8s.api import KubeAPI, resource_path
 from deltaingest.k8s.render import CONFIG_HASH
 from deltaingest.k8s.spec import API_VERSION, KIND, PLURAL
+from deltaingest.locking.dynamodb import dynamodb_client
 from deltaingest.table.storage import storage_options
 from tests.operator.waiting import eventually
 
@@ -105,21 +105,10 @@ async def until_child(
     return await eventually(check, timeout=60.0)
 
 
-def aws(endpoint: str, service: str) -> Any:
-    """A boto3 client for one of the test servers."""
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-    )
-
-
 def store_listing(cluster: Cluster, uri: str) -> dict[str, int]:
     """Every object under the table's prefix, with its size: the ground truth for "no data touched"."""
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    s3 = aws(cluster.seaweed.endpoint, "s3")
+    s3 = cluster.seaweed.s3_client()
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
     return {obj["Key"]: obj["Size"] for page in pages for obj in page.get("Contents", [])}
 
@@ -204,7 +193,9 @@ async def children_and_status(cluster: Cluster, table: Table, lock_table: str) -
     for item in status["conditions"]:
         assert item["observedGeneration"] == current["metadata"]["generation"]
         assert item["lastTransitionTime"]
-    dynamodb = aws(cluster.moto.endpoint, "dynamodb")
+    dynamodb = dynamodb_client(
+        endpoint=cluster.moto.endpoint, region="us-east-1", credentials=cluster.moto.env()
+    )
     assert dynamodb.describe_table(TableName=lock_table)["Table"]["TableStatus"] == "ACTIVE"
     if not cluster.fake_controller:
         return

@@ -17,20 +17,21 @@ class MissingSecret(Exception):
     """A Secret (or one of its keys) that the spec names is not there."""
 
 
-async def ensure(api: KubeAPI, manifest: Mapping[str, Any]) -> str | None:
-    """Create or re-apply one child when it is missing or has drifted; what was done, or ``None``."""
+async def ensure(api: KubeAPI, manifest: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Create or re-apply one child when it is missing or has drifted.
+
+    Returns what was done (``None``: nothing) and the child as the API server now has it, so the reconcile
+    reads its status without asking again.
+    """
     stamped = stamp(manifest)
     actual = await api.get(object_path(stamped))
     why = drift(stamped, actual)
-    if why is None:
-        return None
-    meta = stamped["metadata"]
-    what = f"{stamped['kind']} {meta['name']}"
+    if why is None and actual is not None:
+        return None, actual
+    what = f"{stamped['kind']} {stamped['metadata']['name']}"
     if actual is None:
-        await api.create(stamped)
-        return f"created {what}"
-    await api.apply(stamped)
-    return f"updated {what} ({why})"
+        return f"created {what}", await api.create(stamped)
+    return f"updated {what} ({why})", await api.apply(stamped)
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,20 @@ class Children:
     pods: list[dict[str, Any]]  # the maintenance Jobs' pods, for their termination messages
 
 
-async def read_children(api: KubeAPI, namespace: str, name: str) -> Children:
+async def read_children(
+    api: KubeAPI, namespace: str, name: str, seen: Mapping[str, dict[str, Any]]
+) -> Children:
+    """The children's state; ``seen`` (path -> object) holds those ``ensure`` already got from the API."""
+
+    async def child(path: str) -> dict[str, Any] | None:
+        return seen[path] if path in seen else await api.get(path)
+
     names = child_names(name)
-    deployment = await api.get(
+    deployment = await child(
         resource_path("apps/v1", "deployments", namespace=namespace, name=names["writer"])
     )
     cron_jobs = {
-        component: await api.get(
+        component: await child(
             resource_path("batch/v1", "cronjobs", namespace=namespace, name=names[component])
         )
         for component in ("compaction", "vacuum")

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from deltaingest.k8s import conditions
-from deltaingest.k8s.api import KubeAPI, KubeError
+from deltaingest.k8s.api import KubeAPI, KubeError, object_path
 from deltaingest.k8s.apply import MissingSecret, ensure, read_children, resolve_env
 from deltaingest.k8s.conditions import Observed, Probe
 from deltaingest.k8s.probes import probe_lock_table, probe_table
@@ -109,14 +109,15 @@ async def reconcile(
     owner = Owner(name=name, namespace=namespace, uid=meta["uid"], spec=spec, image=image)
     events: list[Event] = []
     apply_error: str | None = None
+    seen: dict[str, dict[str, Any]] = {}
     try:
         for manifest in render(owner):
-            done = await ensure(api, manifest)
+            done, seen[object_path(manifest)] = await ensure(api, manifest)
             if done:
                 events.append(Event("Normal", "Applied", done))
     except KubeError as err:  # reported through Ready (reason ApplyFailed) and its transition event
         apply_error = f"applying the children failed: {err}"
-    children = await read_children(api, namespace, name)
+    children = await read_children(api, namespace, name, seen)
     try:
         environ = await resolve_env(api, namespace, storage_environment(spec))
     except MissingSecret as err:
