@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import celpy
 import kubernetes_validate
 import pytest
 import yaml
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 
 from deltaingest.k8s.crd import crd_yaml, custom_resource_definition
 from deltaingest.k8s.spec import KIND, parse_spec
-from tests.crd_validation import validate
+from tests.crd_validation import default_errors, evaluate, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = [
@@ -44,6 +45,54 @@ def test_crd_shape() -> None:
     assert spec["properties"]["vacuum"]["default"] == {}
     assert spec["properties"]["vacuum"]["properties"]["retainHours"]["default"] == 168.0
     assert spec["properties"]["compaction"]["properties"]["targetFileSize"]["default"] == 128 * 1024 * 1024
+
+
+def test_every_default_is_accepted_as_the_api_server_checks_it() -> None:
+    """The API server checks each default as written, at its own level, with the rules there and below."""
+    assert default_errors(custom_resource_definition()) == []
+
+
+def test_a_rule_reading_a_key_its_default_lacks_is_caught() -> None:
+    """The checker sees the bug a real API server reported (``compaction: {}`` has no smallFileSize)."""
+    crd = copy.deepcopy(custom_resource_definition())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["compaction"]["x-kubernetes-validations"] = [
+        {"rule": "self.smallFileSize <= self.targetFileSize", "message": "small above target"}
+    ]
+    (error,) = default_errors(crd)
+    assert error.startswith("openAPIV3Schema.properties[spec].properties[compaction].default: ")
+    assert "smallFileSize" in error and "small above target" in error
+
+
+def test_a_default_that_breaks_its_schema_is_caught() -> None:
+    crd = copy.deepcopy(custom_resource_definition())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["writer"]["default"] = {"replicas": -1, "bogus": True}
+    errors = default_errors(crd)
+    assert any("replicas" in error for error in errors)
+    assert any("bogus" in error for error in errors)  # pruning: unknown fields in a default
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "expected"),
+    [
+        ("has(self.a)", {}, False),
+        ("!has(self.a) || self.a <= 1", {}, True),
+        ("self.a <= 1 || true", {}, True),  # cel-go's || absorbs an error when the other side is true
+        ("true || self.a <= 1", {}, True),
+        ("self.a <= 1 && false", {}, False),  # ... and && when the other side is false
+        ("self.a <= 1", {"a": 1}, True),
+    ],
+)
+def test_cel_evaluator_matches_cel_go(rule: str, value: dict[str, Any], expected: bool) -> None:
+    assert bool(evaluate(rule, value)) is expected
+
+
+@pytest.mark.parametrize("rule", ["self.a <= 1", "self.a <= 1 || false", "self.a.b == 1"])
+def test_cel_missing_key_is_an_error_as_in_cel_go(rule: str) -> None:
+    """cel-go (the API server's CEL) fails with "no such key" on an absent field; it is never false."""
+    with pytest.raises(celpy.CELEvalError):
+        evaluate(rule, {})
 
 
 def example_resources() -> list[tuple[str, dict[str, Any]]]:
@@ -107,6 +156,65 @@ BAD = {
 def test_minimal_manifest_is_accepted() -> None:
     assert validate(custom_resource_definition(), MINIMAL) == []
     parse_spec(MINIMAL["spec"])
+
+
+def full_manifest() -> dict[str, Any]:
+    """Every field of the spec set: the model's defaults for all of them, and the optional ones filled in."""
+    doc = copy.deepcopy(MINIMAL)
+    doc["spec"] |= {
+        "storage": {
+            "endpoint": "http://minio.storage:9000",
+            "region": "eu-west-1",
+            "credentials": {"secretName": "s3", "sessionTokenKey": "AWS_SESSION_TOKEN"},
+            "options": {"allow_http": "true"},
+        },
+        "locking": {"kind": "dynamodb", "endpoint": "http://dynamodb:8000", "region": "eu-west-1"},
+        "writer": {
+            "replicas": 3,
+            "image": "ghcr.io/example/deltaingest:1",
+            "imagePullPolicy": "IfNotPresent",
+            "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": 2147483648}},
+            "authTokenSecret": {"name": "ingest-token", "key": "token"},
+        },
+        "compaction": {"suspend": True, "schedule": "@hourly"},
+        "vacuum": {"full": True, "retainHours": 1.0, "schedule": "0 3 * * *"},
+        "pods": {
+            "imagePullSecrets": ["registry"],
+            "nodeSelector": {"pool": "lake"},
+            "tolerations": [{"key": "lake", "operator": "Exists"}],
+            "affinity": {"nodeAffinity": {}},
+            "priorityClassName": "high",
+            "annotations": {"team": "data"},
+            "labels": {"cost-center": "42"},
+        },
+        "suspend": False,
+        "serviceAccountName": "deltaingest-workloads",
+    }
+    # Then every remaining field at its model default, written out as a user who sets everything would.
+    doc["spec"] = parse_spec(doc["spec"]).model_dump(by_alias=True, exclude_none=True, mode="json")
+    return doc
+
+
+def test_fully_specified_manifest_is_accepted() -> None:
+    doc = full_manifest()
+    assert validate(custom_resource_definition(), doc) == []
+    assert parse_spec(doc["spec"]).model_dump(by_alias=True, exclude_none=True, mode="json") == doc["spec"]
+
+
+def test_update_from_minimal_to_full_is_accepted() -> None:
+    assert validate(custom_resource_definition(), full_manifest(), old=MINIMAL) == []
+    assert validate(custom_resource_definition(), MINIMAL, old=full_manifest()) == []
+
+
+@pytest.mark.parametrize("section", ["compaction", "vacuum", "writer", "locking", "storage", "pods"])
+def test_partially_specified_sections_are_accepted(section: str) -> None:
+    """A section given with one field: the API server defaults the rest before the rules run."""
+    full = full_manifest()["spec"][section]
+    for key, value in full.items():
+        doc = with_changes(f"spec.{section}", {key: value})
+        if section == "writer" and key == "replicas":
+            doc["spec"]["locking"] = {"kind": "dynamodb"}
+        assert validate(custom_resource_definition(), doc) == [], f"{section}.{key}"
 
 
 @pytest.mark.parametrize("name", BAD)

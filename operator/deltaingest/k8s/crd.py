@@ -138,7 +138,7 @@ def custom_resource_definition() -> dict[str, Any]:
         "required": ["spec"],
         "x-kubernetes-validations": [
             {
-                "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                "rule": f"!has(self.metadata.name) || size(self.metadata.name) <= {MAX_NAME_LENGTH}",
                 "message": f"metadata.name may have at most {MAX_NAME_LENGTH} characters "
                 "(the CronJobs append -compaction and Kubernetes caps CronJob names at 52)",
             }

@@ -4,6 +4,10 @@ Each policy section subclasses the settings model the workloads read (``config.p
 once and means the same in a settings file, on the command line and in a manifest. Cross-field checks are
 written twice on purpose, in the two languages that need them: a pydantic validator for Python callers and a
 CEL rule (``x-kubernetes-validations``) next to it, so the API server rejects the same manifest at apply time.
+
+A rule must hold on every value the API server evaluates it on, and that is more than defaulted objects: it
+checks each ``default`` as written, at its own level (``compaction: {}`` has no ``smallFileSize``), and a key
+that is absent is an evaluation error, not a false. So every rule guards each optional field with ``has()``.
 """
 
 from __future__ import annotations
@@ -141,7 +145,11 @@ class Compaction(CompactionPolicy, MaintenanceJob):
     """The compaction CronJob: each run checks the triggers and merges small files where they fire."""
 
     model_config = _cel(
-        ("self.smallFileSize <= self.targetFileSize", "smallFileSize must not exceed targetFileSize")
+        (
+            "!has(self.smallFileSize) || !has(self.targetFileSize) || "
+            "self.smallFileSize <= self.targetFileSize",
+            "smallFileSize must not exceed targetFileSize",
+        )
     )
 
     schedule: str = Field(default="*/5 * * * *", pattern=CRON_PATTERN, description="Cron schedule")
@@ -151,7 +159,10 @@ class Vacuum(VacuumPolicy, MaintenanceJob):
     """The vacuum CronJob: deletes files past the retention, then checkpoints and cleans up the log."""
 
     model_config = _cel(
-        ("!self.full || self.retainHours >= 1.0", "full vacuum needs retainHours of at least 1")
+        (
+            "!has(self.full) || !self.full || !has(self.retainHours) || self.retainHours >= 1.0",
+            "full vacuum needs retainHours of at least 1",
+        )
     )
 
     schedule: str = Field(default="0 * * * *", pattern=CRON_PATTERN, description="Cron schedule")
@@ -162,7 +173,8 @@ class DeltaTableIngestSpec(Model):
 
     model_config = _cel(
         (
-            "self.locking.kind == 'dynamodb' || self.writer.replicas <= 1",
+            "!has(self.writer) || !has(self.writer.replicas) || self.writer.replicas <= 1 || "
+            "(has(self.locking) && has(self.locking.kind) && self.locking.kind == 'dynamodb')",
             "more than one writer replica needs locking.kind: dynamodb",
         ),
         (
