@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -178,12 +177,21 @@ def _operator_arguments(op: argparse.ArgumentParser) -> None:
         default=os.environ.get("DELTAINGEST_IMAGE", DEFAULT_IMAGE),
         help="workload image when a resource names none (default: $DELTAINGEST_IMAGE or %(default)s)",
     )
-    op.add_argument("--peering", help="kopf peering name: leader election between operator replicas")
     op.add_argument(
-        "--priority",
+        "--leader-election",
+        metavar="LEASE",
+        help="elect one serving replica with this coordination.k8s.io Lease (for more than one replica)",
+    )
+    op.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE or %(default)s)",
+    )
+    op.add_argument(
+        "--lease-seconds",
         type=int,
-        help="peering priority; the highest active peer serves (default: drawn at random, as kopf freezes "
-        "all peers that share one)",
+        default=15,
+        help="how long a leader's Lease lasts unrenewed: a standby takes over within it (min 3)",
     )
     op.add_argument("--resync-seconds", type=float, default=30.0, help="status and drift check interval")
     op.add_argument("--liveness-port", type=int, default=8080, help="/healthz port (0: off)")
@@ -289,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_operator_command(args: argparse.Namespace) -> int:
-    from deltaingest.k8s.handlers import OperatorConfig, run_operator  # noqa: PLC0415
+    from deltaingest.k8s.handlers import LeaderElection, OperatorConfig, run_operator  # noqa: PLC0415
 
     config = OperatorConfig(
         image=args.image,
@@ -298,8 +306,11 @@ def run_operator_command(args: argparse.Namespace) -> int:
         liveness_port=args.liveness_port or None,
         metrics_port=args.metrics_port or None,
         bind=args.bind,
-        peering=args.peering,
-        priority=args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1,
+        leader_election=LeaderElection(
+            args.leader_election, args.leader_election_namespace, lease_seconds=max(3, args.lease_seconds)
+        )
+        if args.leader_election
+        else None,
     )
     asyncio.run(run_operator(config))
     return 0

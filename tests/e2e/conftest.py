@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import kopf
 import pytest
 import pytest_asyncio
 
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS
-from deltaingest.k8s.api import KubeAPI, resource_path
 from deltaingest.k8s.crd import custom_resource_definition
 from deltaingest.k8s.handlers import OperatorConfig, run_operator
+from tests.kube import KubeAPI, resource_path
 from tests.operator.scenarios import Cluster
 from tests.operator.waiting import eventually
 
@@ -49,9 +47,7 @@ CRD_PATH = resource_path(
 
 @pytest_asyncio.fixture
 async def api() -> AsyncIterator[KubeAPI]:
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings(), logger=logging.getLogger("e2e"))
-    assert info is not None, "KUBECONFIG is set but names no usable context"
-    client = KubeAPI(info)
+    client = await KubeAPI.connect()  # the operator's own login: KUBECONFIG
     yield client
     await client.close()
 

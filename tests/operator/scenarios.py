@@ -19,11 +19,11 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from deltaingest.devservers import ACCESS_KEY, SECRET_KEY, MotoDynamoDB, SeaweedFS
-from deltaingest.k8s.api import KubeAPI, resource_path
 from deltaingest.k8s.render import CONFIG_HASH
 from deltaingest.k8s.spec import API_VERSION, KIND, PLURAL
 from deltaingest.locking.dynamodb import dynamodb_client
 from deltaingest.table.storage import storage_options
+from tests.kube import KubeAPI, resource_path
 from tests.operator.waiting import eventually
 
 CHILDREN = {

@@ -10,12 +10,11 @@ import urllib.request
 from pathlib import Path
 
 import kmock
-import kopf
 import pytest
 import yaml
 
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
-from deltaingest.k8s.api import KubeAPI
+from tests.kube import KubeAPI
 from tests.operator import scenarios
 from tests.operator.scenarios import Cluster, has_condition, until_child, until_resource
 from tests.operator.waiting import eventually
@@ -61,7 +60,7 @@ async def test_operator_command(
     log = (tmp_path / "operator.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        api = KubeAPI(kopf.ConnectionInfo(server=str(k8s.url)))
+        api = await KubeAPI.connect(str(k8s.url))
         cluster = Cluster(api, "tables", seaweed, moto, fake_controller=True, bump_generation=True)
         table = await scenarios.create(cluster, lock_table=lock_table)
         deployment = await until_child(cluster, table.name, "Deployment")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from deltaingest.k8s.api import resource_path
 from deltaingest.k8s.spec import API_VERSION, KIND
+from tests.kube import resource_path
 from tests.operator.scenarios import Cluster, child_path, condition, dti_path, has_condition, until_resource
 from tests.operator.waiting import eventually
 

@@ -7,28 +7,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deltaingest.k8s.api import KubeAPI, object_path, resource_path
+from deltaingest.k8s.client import KubeClient
 from deltaingest.k8s.drift import drift, stamp
 from deltaingest.k8s.render import EnvValue, child_names, labels
 from deltaingest.k8s.spec import SecretKeyRef
+
+# A child as (kind, name): every child lives in its owner's namespace.
+ChildKey = tuple[str, str]
 
 
 class MissingSecret(Exception):
     """A Secret (or one of its keys) that the spec names is not there."""
 
 
-async def ensure(api: KubeAPI, manifest: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+def child_key(manifest: Mapping[str, Any]) -> ChildKey:
+    return manifest["kind"], manifest["metadata"]["name"]
+
+
+async def ensure(api: KubeClient, manifest: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """Create or re-apply one child when it is missing or has drifted.
 
     Returns what was done (``None``: nothing) and the child as the API server now has it, so the reconcile
     reads its status without asking again.
     """
     stamped = stamp(manifest)
-    actual = await api.get(object_path(stamped))
+    kind, name = child_key(stamped)
+    actual = await api.read(kind, stamped["metadata"]["namespace"], name)
     why = drift(stamped, actual)
     if why is None and actual is not None:
         return None, actual
-    what = f"{stamped['kind']} {stamped['metadata']['name']}"
+    what = f"{kind} {name}"
     if actual is None:
         return f"created {what}", await api.create(stamped)
     return f"updated {what} ({why})", await api.apply(stamped)
@@ -45,33 +53,27 @@ class Children:
 
 
 async def read_children(
-    api: KubeAPI, namespace: str, name: str, seen: Mapping[str, dict[str, Any]]
+    api: KubeClient, namespace: str, name: str, seen: Mapping[ChildKey, dict[str, Any]]
 ) -> Children:
-    """The children's state; ``seen`` (path -> object) holds those ``ensure`` already got from the API."""
+    """The children's state; ``seen`` holds those ``ensure`` already got from the API."""
 
-    async def child(path: str) -> dict[str, Any] | None:
-        return seen[path] if path in seen else await api.get(path)
+    async def child(kind: str, child_name: str) -> dict[str, Any] | None:
+        key = (kind, child_name)
+        return seen[key] if key in seen else await api.read(kind, namespace, child_name)
 
     names = child_names(name)
-    deployment = await child(
-        resource_path("apps/v1", "deployments", namespace=namespace, name=names["writer"])
-    )
+    deployment = await child("Deployment", names["writer"])
     cron_jobs = {
-        component: await child(
-            resource_path("batch/v1", "cronjobs", namespace=namespace, name=names[component])
-        )
-        for component in ("compaction", "vacuum")
+        component: await child("CronJob", names[component]) for component in ("compaction", "vacuum")
     }
-    jobs = await api.list(resource_path("batch/v1", "jobs", namespace=namespace), labels=labels(name))
+    jobs = await api.list("Job", namespace, labels=labels(name))
     pods: list[dict[str, Any]] = []
     for component in ("compaction", "vacuum"):
-        pods += await api.list(
-            resource_path("v1", "pods", namespace=namespace), labels=labels(name, component)
-        )
+        pods += await api.list("Pod", namespace, labels=labels(name, component))
     return Children(deployment, cron_jobs, jobs, pods)
 
 
-async def resolve_env(api: KubeAPI, namespace: str, env: Mapping[str, EnvValue]) -> dict[str, str]:
+async def resolve_env(api: KubeClient, namespace: str, env: Mapping[str, EnvValue]) -> dict[str, str]:
     """Literal values as they are, Secret references read from the API (each Secret once)."""
     secrets: dict[str, dict[str, str]] = {}
     out: dict[str, str] = {}
@@ -80,7 +82,7 @@ async def resolve_env(api: KubeAPI, namespace: str, env: Mapping[str, EnvValue])
             out[key] = value
             continue
         if value.name not in secrets:
-            secret = await api.get(resource_path("v1", "secrets", namespace=namespace, name=value.name))
+            secret = await api.read("Secret", namespace, value.name)
             if secret is None:
                 raise MissingSecret(f"Secret {namespace}/{value.name} not found")
             secrets[value.name] = secret.get("data") or {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,12 +13,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from deltaingest.k8s import conditions
-from deltaingest.k8s.api import KubeAPI, KubeError, object_path
-from deltaingest.k8s.apply import MissingSecret, ensure, read_children, resolve_env
+from deltaingest.k8s.apply import ChildKey, MissingSecret, child_key, ensure, read_children, resolve_env
+from deltaingest.k8s.client import KubeClient, KubeError
 from deltaingest.k8s.conditions import Observed, Probe
 from deltaingest.k8s.probes import probe_lock_table, probe_table
 from deltaingest.k8s.render import Owner, render, storage_environment
-from deltaingest.k8s.spec import Condition, DeltaTableIngestSpec, parse_spec
+from deltaingest.k8s.spec import API_VERSION, KIND, Condition, DeltaTableIngestSpec, parse_spec
+
+COMPONENT = "deltaingest-operator"
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,36 @@ class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
+
+
+def event_manifest(body: Mapping[str, Any], event: Event, *, instance: str) -> dict[str, Any]:
+    """A core/v1 Event about the resource, shaped as kubectl describe and event exporters read it."""
+    meta = body["metadata"]
+    now = dt.datetime.now(dt.UTC)
+    stamp = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "action": "Reconcile",
+        "source": {"component": COMPONENT},  # the "From" column of kubectl describe
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance[:128],
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # a MicroTime: the API server wants 6 digits
+        "count": 1,
+    }
 
 
 @dataclass
@@ -96,7 +129,7 @@ def _invalid(body: Mapping[str, Any], error: ValidationError, now: str) -> Outco
 
 
 async def reconcile(
-    api: KubeAPI, body: Mapping[str, Any], *, image: str, now: str, probe_timeout: float
+    api: KubeClient, body: Mapping[str, Any], *, image: str, now: str, probe_timeout: float
 ) -> Outcome:
     """Bring the children in line with the spec and report what is there."""
     meta = body["metadata"]
@@ -109,10 +142,10 @@ async def reconcile(
     owner = Owner(name=name, namespace=namespace, uid=meta["uid"], spec=spec, image=image)
     events: list[Event] = []
     apply_error: str | None = None
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[ChildKey, dict[str, Any]] = {}
     try:
         for manifest in render(owner):
-            done, seen[object_path(manifest)] = await ensure(api, manifest)
+            done, seen[child_key(manifest)] = await ensure(api, manifest)
             if done:
                 events.append(Event("Normal", "Applied", done))
     except KubeError as err:  # reported through Ready (reason ApplyFailed) and its transition event
