@@ -6,6 +6,7 @@ from typing import Any
 
 from deltaingest.k8s.conditions import Observed, Probe, last_run, status, termination_messages
 from deltaingest.k8s.drift import drift, stamp
+from deltaingest.k8s.messages import LIMIT
 from deltaingest.k8s.spec import parse_spec
 
 SPEC = {"table": {"uri": "s3://lake/t"}}
@@ -175,3 +176,26 @@ def test_run_summary_comes_from_the_pod_termination_message() -> None:
     result = status(observed(jobs=jobs, pods=pods))
     assert result.last_compaction == run
     assert result.last_vacuum is None
+
+
+def test_every_condition_message_is_one_bounded_line() -> None:
+    """Events repeat Ready's message, so this keeps them clean too."""
+    chain = "Kernel error -> Generic S3 error\n  \x1b[31m↳\x1b[0m " + "cause " * 100
+    log_tail = "Traceback (most recent call last):\n  File x\n\x1b[31mOSError\x1b[0m: " + chain
+    failed = job("compaction", "c-1", "Failed", "2026-11-22T09:00:00Z")
+    obs = observed(
+        table=Probe(False, "StorageError", chain),
+        lock=Probe(False, "LockTableError", chain),
+        jobs=[failed],
+        pods=[pod("c-1", log_tail, "2026-11-22T09:00:00Z")],
+        apply_error=f"applying the children failed: HTTP 500\n{chain}",
+    )
+    conditions = status(obs).conditions
+    assert {c.type for c in conditions if "cause" in c.message} >= {
+        "Ready",
+        "TableReachable",
+        "CompactionScheduled",
+    }
+    for condition in conditions:
+        assert len(condition.message) <= LIMIT, condition
+        assert not any(char in condition.message for char in "\n\r\t\x1b"), condition

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from deltaingest.config import Settings, load_settings
 from deltaingest.table.schema import SchemaError, arrow_schema, normalize, parse_type, type_name
-from deltaingest.table.storage import parse_key_values, redact, storage_options
+from deltaingest.table.storage import parse_key_values, redact, secret_values, storage_options
 
 
 @pytest.mark.parametrize(
@@ -97,6 +97,16 @@ def test_redact_hides_credentials() -> None:
     )
     assert shown == {"AWS_SECRET_ACCESS_KEY": "***", "AWS_ACCESS_KEY_ID": "***", "AWS_SESSION_TOKEN": "***",
                      "AWS_REGION": "r"}  # fmt: skip
+
+
+def test_secret_values_are_the_values_redact_hides() -> None:
+    options = {
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SESSION_TOKEN": "",
+        "AWS_REGION": "r",
+    }
+    assert secret_values(options) == ["s", "k"]
 
 
 def test_parse_key_values() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deltaingest.k8s.messages import one_line
 from deltaingest.k8s.render import selector_string
 from deltaingest.k8s.spec import (
     Condition,
@@ -107,6 +108,7 @@ def last_run(
 
 
 def _condition(observed: Observed, kind: str, status: Status, reason: str, message: str) -> Condition:
+    """Every condition is built here, so every message (and the events that repeat Ready's) is one line."""
     since = observed.now
     for old in observed.previous:
         if old.get("type") == kind and old.get("status") == status and old.get("lastTransitionTime"):
@@ -115,7 +117,7 @@ def _condition(observed: Observed, kind: str, status: Status, reason: str, messa
         type=kind,
         status=status,
         reason=reason,
-        message=message,
+        message=one_line(message),
         last_transition_time=since,
         observed_generation=observed.generation,
     )

@@ -9,27 +9,30 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from deltaingest.k8s.conditions import Probe
+from deltaingest.k8s.messages import explain
 from deltaingest.k8s.spec import DeltaTableIngestSpec
 from deltaingest.locking.dynamodb import dynamodb_client, ensure_lock_table
 from deltaingest.locking.lease import LockError
 from deltaingest.table.facts import active_files, summarize
-from deltaingest.table.storage import redact, storage_options
+from deltaingest.table.storage import secret_values, storage_options
 
 
 def probe_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe:
     """The table's version and file counts, read from its log with the workloads' credentials."""
     uri = spec.table.uri
     options = storage_options(uri, overrides=spec.storage.options, environ=environ)
+    endpoint = options.get("AWS_ENDPOINT_URL")
+    doing = f"reading {uri} at {endpoint}" if endpoint else f"reading {uri}"
     try:
         table = DeltaTable(uri, storage_options=options)
-    except TableNotFoundError:
+    except TableNotFoundError as err:
         if spec.table.create_if_missing and spec.table.columns:
             return Probe(
                 False, "TableNotFound", f"no Delta table at {uri} yet; the writer creates it at start"
             )
-        return Probe(False, "TableNotFound", f"no Delta table at {uri}, and the spec cannot create it")
+        return Probe(False, "TableNotFound", explain(err, doing, service="s3"))
     except Exception as err:  # delta-rs raises plain OSError/DeltaError for storage failures
-        return Probe(False, "StorageError", f"reading {uri} (options {redact(options)}): {err}"[:1000])
+        return Probe(False, "StorageError", explain(err, doing, service="s3", secrets=secret_values(options)))
     facts = summarize(
         table.version(), active_files(table), small_file_size=spec.compaction.small_file_size
     ).as_dict()
@@ -43,11 +46,13 @@ def probe_lock_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> 
         return Probe(True, "NotRequired", "locking.kind is none: a single writer replica needs no lock table")
     region = locking.region or environ.get("AWS_REGION")
     client = dynamodb_client(endpoint=locking.endpoint, region=region, credentials=environ)
+    doing = f"checking DynamoDB table {locking.table_name} at {client.meta.endpoint_url}"
     try:
         ensure_lock_table(client, locking.table_name, create=locking.create_table)
         state = client.describe_table(TableName=locking.table_name)["Table"].get("TableStatus", "ACTIVE")
     except (LockError, ClientError, BotoCoreError) as err:
-        return Probe(False, "LockTableError", str(err)[:1000])
+        message = explain(err, doing, service="dynamodb", secrets=secret_values(environ))
+        return Probe(False, "LockTableError", message)
     if state != "ACTIVE":
         return Probe(False, "LockTableNotActive", f"{locking.table_name} is {state}")
     return Probe(True, "LockTableActive", f"DynamoDB table {locking.table_name} is ACTIVE")

@@ -57,12 +57,18 @@ def storage_options(
     return options
 
 
+def _is_secret(key: str) -> bool:
+    return any(marker in key.upper() for marker in _SECRET_MARKERS)
+
+
 def redact(options: Mapping[str, str]) -> dict[str, str]:
     """A copy safe to log: values of anything that looks like a credential are replaced."""
-    return {
-        key: ("***" if any(marker in key.upper() for marker in _SECRET_MARKERS) else value)
-        for key, value in options.items()
-    }
+    return {key: ("***" if _is_secret(key) else value) for key, value in options.items()}
+
+
+def secret_values(options: Mapping[str, str]) -> list[str]:
+    """The values ``redact`` hides, to blank them out of error text that might echo them."""
+    return [value for key, value in options.items() if _is_secret(key) and value]
 
 
 def parse_key_values(pairs: list[str]) -> dict[str, str]:
