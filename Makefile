@@ -8,7 +8,7 @@ ifeq ($(UV),$(UV_BOOT))
 UV_DEP := $(UV_BOOT)
 endif
 
-.PHONY: setup test lint format generate bench demo demo-s3 clean
+.PHONY: setup test lint format generate bench demo demo-s3 e2e-kind clean
 
 setup: .venv/.synced
 
@@ -54,5 +54,11 @@ demo: setup
 demo-s3: setup
 	$(RUN) deltaingest demo --s3 --table .demo/events
 
+# Needs Docker, kind and kubectl, checked first: without them nothing is installed, built or created.
+e2e-kind:
+	@bash scripts/e2e-kind.sh check
+	$(MAKE) --no-print-directory setup $(HELM)
+	HELM=$(HELM) bash scripts/e2e-kind.sh
+
 clean:
-	rm -rf .venv .tools .bench .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .tools .bench .demo .e2e-kind .pytest_cache .mypy_cache .ruff_cache

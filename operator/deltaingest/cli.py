@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from deltaingest import __version__
 from deltaingest.config import Settings, load_settings
+from deltaingest.delta_types import SchemaError
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.decode import DecodeOptions, decode
 from deltaingest.ingest.errors import IngestError
 from deltaingest.locking.lease import LockError
 from deltaingest.table.hot import TableMissing
-from deltaingest.table.schema import SchemaError
 from deltaingest.table.storage import parse_key_values
 
 log = logging.getLogger("deltaingest")

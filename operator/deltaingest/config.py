@@ -9,6 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from deltaingest.delta_types import parse_type
+
 
 class Model(BaseModel):
     """Base for every settings model: camelCase in files (as in Kubernetes), snake_case in code, no extras."""
@@ -28,8 +30,6 @@ class ColumnSpec(Model):
     @field_validator("type")
     @classmethod
     def _type_parses(cls, value: str) -> str:
-        from deltaingest.table.schema import parse_type  # noqa: PLC0415 (schema imports this module)
-
         parse_type(value)
         return value
 

@@ -8,13 +8,13 @@ import pytest
 
 from deltaingest.config import CompactionSpec
 from deltaingest.maintenance.planner import (
-    DataFile,
     choose_target_size,
     compression_ratio,
     input_target,
     partition_filters,
     plan_compaction,
 )
+from deltaingest.table.facts import DataFile
 
 KB = 1024
 NOW = 1_000_000.0

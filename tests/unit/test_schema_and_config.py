@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from deltaingest.config import Settings, load_settings
-from deltaingest.table.schema import SchemaError, arrow_schema, normalize, parse_type, type_name
+from deltaingest.delta_types import SchemaError, parse_type, type_name
+from deltaingest.table.schema import arrow_schema, normalize
 from deltaingest.table.storage import parse_key_values, redact, secret_values, storage_options
 
 

@@ -5,7 +5,9 @@ HTTP from concurrent clients, then a short report."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -145,5 +147,7 @@ def _report(uri: str, where: str, result: dict[str, Any]) -> int:
         print("with its AWS_* variables in the environment):")
     else:
         print("Read it with polars:")
-    print(f"  uv run python -c \"import polars as pl; print(pl.read_delta('{uri}').describe())\"")
+    # The interpreter running the demo has polars (a dev dependency) and is found without uv on PATH.
+    read = f"import polars as pl; print(pl.read_delta({json.dumps(uri)}).describe())"
+    print(f"  {shlex.quote(sys.executable)} -c {shlex.quote(read)}")
     return 0 if not result["errors"] and rows > 0 else 1

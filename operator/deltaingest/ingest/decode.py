@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from deltaingest.delta_types import type_name
 from deltaingest.ingest.errors import (
     BadRequest,
     IngestError,
@@ -28,7 +29,6 @@ from deltaingest.ingest.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from deltaingest.table.schema import type_name
 
 NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}

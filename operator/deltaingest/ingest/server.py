@@ -13,13 +13,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from deltaingest.config import WriterSpec
+from deltaingest.delta_types import type_name
 from deltaingest.ingest.batcher import GroupCommitter
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.decode import DecodeOptions, decode
 from deltaingest.ingest.errors import BadRequest, IngestError, Overloaded, PayloadTooLarge, RequestTimeout
 from deltaingest.metrics import Metrics
 from deltaingest.table.hot import HotTable
-from deltaingest.table.schema import type_name
 
 log = logging.getLogger(__name__)
 

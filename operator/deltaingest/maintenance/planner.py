@@ -25,20 +25,10 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from deltaingest.config import CompactionSpec
+from deltaingest.table.facts import DataFile, Partition
 
-Partition = tuple[tuple[str, str | None], ...]
 _MARGIN = 1.1  # aim a little above the target: a file that just misses it would be compacted again
 _MIN_COMPRESSION = 1 / 16
-
-
-@dataclass(frozen=True)
-class DataFile:
-    """One active file of the table, as the planner sees it."""
-
-    path: str
-    size: int
-    partition: Partition
-    modified: float  # seconds since the epoch
 
 
 @dataclass(frozen=True)

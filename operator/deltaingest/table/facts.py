@@ -9,7 +9,17 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from deltaingest.maintenance.planner import DataFile
+Partition = tuple[tuple[str, str | None], ...]  # (column, value as text or None) per partition column
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One active file of the table: what the compaction planner and the gauges work from."""
+
+    path: str
+    size: int
+    partition: Partition
+    modified: float  # seconds since the epoch
 
 
 def active_files(table: DeltaTable) -> list[DataFile]:
