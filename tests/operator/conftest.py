@@ -18,6 +18,7 @@ from deltaingest.k8s.handlers import OperatorConfig, run_operator
 from deltaingest.k8s.spec import GROUP, KIND, PLURAL, SINGULAR, VERSION
 from tests.kube import KubeAPI
 from tests.operator.scenarios import Cluster
+from tests.operator.tls import SecureAPI
 
 NAMESPACE = "tables"
 
@@ -100,3 +101,11 @@ async def no_operator(
 async def cluster(no_operator: Cluster, operator: OperatorConfig) -> Cluster:
     """kmock and the servers, with the operator running."""
     return no_operator
+
+
+@pytest_asyncio.fixture
+async def secure_k8s(k8s: kmock.KubernetesEmulator) -> AsyncIterator[SecureAPI]:
+    """``k8s`` behind TLS with a kube-apiserver's authentication, for an operator logging in through a
+    kubeconfig from ``write_kubeconfig`` (tests/operator/tls.py); the test's own requests use ``k8s.url``."""
+    async with SecureAPI(k8s) as api:
+        yield api
