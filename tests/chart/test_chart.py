@@ -19,7 +19,7 @@ from tests.tools import ROOT, helm
 CHART = ROOT / "charts" / "deltaingest"
 K8S_VERSION = "1.37.0"
 # Kinds that are not part of Kubernetes itself: checked by their own assertions below instead.
-NOT_BUILT_IN = {"PodMonitor", "ClusterKopfPeering", "KopfPeering"}
+NOT_BUILT_IN = {"PodMonitor"}
 
 VALUE_SETS: dict[str, list[str]] = {
     "defaults": [],
@@ -83,7 +83,7 @@ def test_defaults_serve_every_namespace_with_one_replica() -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/deltaingest/deltaingest:0.3.0"
     assert "--all-namespaces" in container["args"]
-    assert not any(arg.startswith("--peering") for arg in container["args"])
+    assert not any(arg.startswith("--leader-election") for arg in container["args"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -91,7 +91,10 @@ def test_defaults_serve_every_namespace_with_one_replica() -> None:
         "di-deltaingest",
         "di-deltaingest-discovery",
     }
-    assert by_kind(docs, "Role") == []
+    # The one Role: the leader-election Lease, in the release namespace.
+    assert [(role["metadata"]["name"], role["metadata"]["namespace"]) for role in by_kind(docs, "Role")] == [
+        ("di-deltaingest-leader-election", "ops")
+    ]
     assert by_kind(docs, "PodMonitor") == []
     assert by_kind(docs, "ConfigMap") == []  # the dashboard is opt-in
 
@@ -102,16 +105,24 @@ def test_namespaced_mode_grants_only_those_namespaces() -> None:
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=analytics" in args
     assert "--namespace=billing" in args
-    assert "--peering=di-deltaingest" in args
+    assert "--leader-election=di-deltaingest" in args
+    assert "--leader-election-namespace=ops" in args
     assert deployment["spec"]["replicas"] == 2
-    roles = by_kind(docs, "Role")
-    assert sorted(role["metadata"]["namespace"] for role in roles) == ["analytics", "billing"]
+    roles = [
+        (role["metadata"]["name"], role["metadata"]["namespace"], role) for role in by_kind(docs, "Role")
+    ]
+    assert sorted(ns for name, ns, _ in roles if name == "di-deltaingest") == ["analytics", "billing"]
+    ((lease_role_namespace, lease_role),) = [
+        (ns, r) for name, ns, r in roles if name.endswith("leader-election")
+    ]
+    assert lease_role_namespace == "ops"
+    assert lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
     (cluster_role,) = by_kind(docs, "ClusterRole")
     granted = {resource for rule in cluster_role["rules"] for resource in rule["resources"]}
     assert granted == {"customresourcedefinitions", "namespaces"}  # reads only, for kopf's discovery
     assert {rule_verb for rule in cluster_role["rules"] for rule_verb in rule["verbs"]} == {"list", "watch"}
-    peerings = by_kind(docs, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["analytics", "billing"]
     (monitor,) = by_kind(docs, "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     (dashboard,) = by_kind(docs, "ConfigMap")
@@ -186,7 +197,7 @@ def test_dashboard_queries_only_metrics_that_exist() -> None:
 
 def test_chart_crds_are_the_generated_ones() -> None:
     crds = {path.name for path in (CHART / "crds").iterdir()}
-    assert crds == {"deltaingest.io_deltatableingests.yaml", "kopf.dev_peerings.yaml"}
+    assert crds == {"deltaingest.io_deltatableingests.yaml"}
     assert (CHART / "crds" / "deltaingest.io_deltatableingests.yaml").read_text() == (
         Path(ROOT / "crds" / "deltaingest.io_deltatableingests.yaml").read_text()
     )

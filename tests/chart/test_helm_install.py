@@ -31,7 +31,7 @@ from tests.tools import ROOT, helm, kubectl
 CHART = "charts/deltaingest"
 CHART_CRDS = "charts/deltaingest/crds/"
 OUR_CRD = "deltatableingests.deltaingest.io"
-CRD_NAMES = {OUR_CRD, "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+CRD_NAMES = {OUR_CRD}
 CRD = "CustomResourceDefinition"
 
 

@@ -16,6 +16,7 @@ from deltaingest.k8s import conditions
 from deltaingest.k8s.apply import ChildKey, MissingSecret, child_key, ensure, read_children, resolve_env
 from deltaingest.k8s.client import KubeClient, KubeError
 from deltaingest.k8s.conditions import Observed, Probe
+from deltaingest.k8s.messages import one_line
 from deltaingest.k8s.probes import probe_lock_table, probe_table
 from deltaingest.k8s.render import Owner, render, storage_environment
 from deltaingest.k8s.spec import API_VERSION, KIND, Condition, DeltaTableIngestSpec, parse_spec
@@ -104,15 +105,22 @@ async def _in_thread(
     try:
         return await asyncio.wait_for(answer, timeout)
     except TimeoutError:
-        return Probe(False, "Timeout", f"no answer within {timeout:.0f} s")
+        # A store that never answers is the usual cause; delta-rs without credentials also retries the EC2
+        # metadata endpoint, silent outside AWS, for minutes.
+        return Probe(
+            False,
+            "Timeout",
+            f"no answer within {timeout:.0f} s: check spec.storage.endpoint (and locking.endpoint) and the "
+            "network path; outside AWS, set spec.storage.credentials",
+        )
 
 
 def _invalid(body: Mapping[str, Any], error: ValidationError, now: str) -> Outcome:
     """A spec the model rejects (the CRD is older than the operator): say so and touch nothing."""
     generation = int(body["metadata"].get("generation") or 0)
-    message = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())[
-        :2000
-    ]
+    message = one_line(
+        "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+    )
     ready = {
         "type": "Ready",
         "status": "False",
@@ -149,7 +157,7 @@ async def reconcile(
             if done:
                 events.append(Event("Normal", "Applied", done))
     except KubeError as err:  # reported through Ready (reason ApplyFailed) and its transition event
-        apply_error = f"applying the children failed: {err}"
+        apply_error = one_line(f"applying the children failed: {err}")
     children = await read_children(api, namespace, name, seen)
     try:
         environ = await resolve_env(api, namespace, storage_environment(spec))
