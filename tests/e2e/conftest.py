@@ -8,8 +8,6 @@ need not exist in the cluster), so the scenarios check objects through the API, 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -20,8 +18,9 @@ import pytest_asyncio
 
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS
 from deltaingest.k8s.crd import custom_resource_definition
-from deltaingest.k8s.handlers import OperatorConfig, run_operator
+from deltaingest.k8s.handlers import OperatorConfig
 from tests.kube import KubeAPI, resource_path
+from tests.operator.running import OperatorThread
 from tests.operator.scenarios import Cluster
 from tests.operator.waiting import eventually
 
@@ -81,11 +80,7 @@ async def cluster(
         liveness_port=None,
         metrics_port=None,
     )
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    task = asyncio.create_task(run_operator(config, stop_flag=stop, ready_flag=ready))
-    await asyncio.wait_for(ready.wait(), 60)
+    operator = OperatorThread(config)
+    await operator.start()
     yield Cluster(api, namespace, seaweed, moto, fake_controller=False, bump_generation=False)
-    stop.set()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 60)
+    await operator.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,9 +12,10 @@ import pytest
 import pytest_asyncio
 
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS
-from deltaingest.k8s.handlers import OperatorConfig, run_operator
+from deltaingest.k8s.handlers import OperatorConfig
 from deltaingest.k8s.spec import GROUP, KIND, PLURAL, SINGULAR, VERSION
 from tests.kube import KubeAPI
+from tests.operator.running import OperatorThread
 from tests.operator.scenarios import Cluster
 from tests.operator.tls import SecureAPI
 
@@ -77,14 +76,10 @@ async def operator(k8s: kmock.KubernetesEmulator) -> AsyncIterator[OperatorConfi
         metrics_port=None,
         server=str(k8s.url),
     )
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    task = asyncio.create_task(run_operator(config, stop_flag=stop, ready_flag=ready))
-    await asyncio.wait_for(ready.wait(), 30)
+    operator = OperatorThread(config)
+    await operator.start()
     yield config
-    stop.set()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 30)
+    await operator.stop()
 
 
 @pytest_asyncio.fixture

@@ -7,16 +7,16 @@ so with a finalizer these deletions would hang, as they did on a real cluster wi
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 
 import kmock
 import pytest
 import pytest_asyncio
 
-from deltaingest.k8s.handlers import OperatorConfig, run_operator
+from deltaingest.k8s.handlers import OperatorConfig
 from deltaingest.k8s.spec import GROUP
 from tests.operator import scenarios
+from tests.operator.running import OperatorThread
 from tests.operator.scenarios import MERGE, Cluster, dti_path, has_condition, until_resource
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
@@ -24,47 +24,23 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 OLD_FINALIZER = f"{GROUP}/finalizer"  # what versions up to 0.3 put on every resource (kopf's, for a timer)
 
 
-class Operator:
-    """An operator the test starts and stops, on a loop of its own: kopf owns the loop it runs in and, when
-    it stops, cancels and closes what others started there (here: the test's own API session)."""
-
-    def __init__(self, k8s: kmock.KubernetesEmulator) -> None:
-        self.config = OperatorConfig(
-            image="img:deletion",
-            resync_seconds=1.0,
-            retry_seconds=1.0,
-            liveness_port=None,
-            metrics_port=None,
-            server=str(k8s.url),
-        )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    async def start(self) -> None:
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(run_operator(self.config, stop_flag=self._stop, ready_flag=ready)),
-            daemon=True,
-        )
-        self._thread.start()
-        assert await asyncio.to_thread(ready.wait, 30)
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 60)
-            assert not self._thread.is_alive()
-
-
 @pytest_asyncio.fixture
-async def operator_control(k8s: kmock.KubernetesEmulator) -> AsyncIterator[Operator]:
-    control = Operator(k8s)
+async def operator_control(k8s: kmock.KubernetesEmulator) -> AsyncIterator[OperatorThread]:
+    config = OperatorConfig(
+        image="img:deletion",
+        resync_seconds=1.0,
+        retry_seconds=1.0,
+        liveness_port=None,
+        metrics_port=None,
+        server=str(k8s.url),
+    )
+    control = OperatorThread(config)
     yield control
     await control.stop()
 
 
 async def test_deletion_with_the_operator_stopped_completes(
-    no_operator: Cluster, operator_control: Operator, lock_table: str
+    no_operator: Cluster, operator_control: OperatorThread, lock_table: str
 ) -> None:
     cluster = no_operator
     await operator_control.start()
@@ -80,7 +56,7 @@ async def test_deletion_with_the_operator_stopped_completes(
 
 
 async def test_the_finalizer_of_an_older_version_is_removed(
-    no_operator: Cluster, operator_control: Operator, lock_table: str
+    no_operator: Cluster, operator_control: OperatorThread, lock_table: str
 ) -> None:
     cluster = no_operator
     table = await scenarios.create(cluster, lock_table=lock_table)

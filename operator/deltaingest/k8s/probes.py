@@ -16,11 +16,16 @@ from deltaingest.locking.lease import LockError
 from deltaingest.table.facts import active_files, summarize
 from deltaingest.table.storage import secret_values, storage_options
 
+PROBE_RETRIES = {"max_retries": "2", "retry_timeout": "10s"}
+
 
 def probe_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe:
     """The table's version and file counts, read from its log with the workloads' credentials."""
     uri = spec.table.uri
-    options = storage_options(uri, overrides=spec.storage.options, environ=environ)
+    # Retries well inside the probe's own timeout, so the cause reaches the status rather than "no answer":
+    # without credentials, delta-rs retries the EC2 metadata endpoint (silent outside AWS) for 3 minutes.
+    # spec.storage.options can still set them; the workloads keep delta-rs' own patience.
+    options = {**PROBE_RETRIES, **storage_options(uri, overrides=spec.storage.options, environ=environ)}
     endpoint = options.get("AWS_ENDPOINT_URL")
     doing = f"reading {uri} at {endpoint}" if endpoint else f"reading {uri}"
     try:
