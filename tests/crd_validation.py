@@ -66,6 +66,23 @@ def _defaults(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def _typed(schema: dict[str, Any], value: Any) -> Any:
+    """The value as the API server hands it to CEL: typed by the schema (an integer in a ``number`` field
+    is a double there, so ``retainHours: 168`` compares with ``1.0``)."""
+    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        return {
+            key: _typed(properties.get(key) or (extra if isinstance(extra, dict) else {}), item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_typed(schema["items"], item) for item in value]
+    return value
+
+
 def evaluate(rule: str, value: Any, old: Any = _MISSING) -> Any:
     """One CEL rule on ``self`` (and ``oldSelf``); raises ``celpy.CELEvalError`` where cel-go errors."""
     activation = {"self": celpy.json_to_cel(value)}
@@ -84,7 +101,9 @@ def _rules(schema: dict[str, Any], value: Any, old: Any, path: str, errors: list
         if uses_old and old is _MISSING:  # a transition rule runs only on an update of an existing field
             continue
         try:
-            result = evaluate(rule["rule"], value, old if uses_old else _MISSING)
+            result = evaluate(
+                rule["rule"], _typed(schema, value), _typed(schema, old) if uses_old else _MISSING
+            )
         except celpy.CELEvalError as err:
             cause = err.args[0] if err.args else err
             errors.append(f"{path or '<root>'}: {cause} evaluating rule: {rule['message']}")

@@ -297,7 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_operator_command(args: argparse.Namespace) -> int:
-    from deltaingest.k8s.handlers import LeaderElection, OperatorConfig, run_operator  # noqa: PLC0415
+    from deltaingest.k8s.handlers import (  # noqa: PLC0415
+        LeaderElection,
+        LeadershipLost,
+        OperatorConfig,
+        run_operator,
+    )
 
     config = OperatorConfig(
         image=args.image,
@@ -312,7 +317,11 @@ def run_operator_command(args: argparse.Namespace) -> int:
         if args.leader_election
         else None,
     )
-    asyncio.run(run_operator(config))
+    try:
+        asyncio.run(run_operator(config))
+    except LeadershipLost as err:  # another replica serves now; the pod restarts as a standby
+        print(f"deltaingest: {err}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -83,7 +83,7 @@ def test_defaults_serve_every_namespace_with_one_replica() -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/deltaingest/deltaingest:0.3.0"
     assert "--all-namespaces" in container["args"]
-    assert not any(arg.startswith("--leader-election") for arg in container["args"])
+    assert "--leader-election=di-deltaingest" in container["args"]  # even one replica: scaling stays safe
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

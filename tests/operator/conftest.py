@@ -10,8 +10,11 @@ import aiohttp.web
 import kmock
 import pytest
 import pytest_asyncio
+from kmock._internal import parsing as kmock_parsing  # no public API tells whether an object exists
+from kmock._internal import references as kmock_references
 
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS
+from deltaingest.k8s.client import APPLY_PATCH
 from deltaingest.k8s.handlers import OperatorConfig
 from deltaingest.k8s.spec import GROUP, KIND, PLURAL, SINGULAR, VERSION
 from tests.kube import KubeAPI
@@ -23,15 +26,31 @@ NAMESPACE = "tables"
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """kmock plus two API-server duties the operator relies on: naming objects created with generateName
-    (events are), instead of storing them all under no name and refusing the second one; and PUT of a
-    named object (the Lease of leader election is renewed by a replace), which kmock 0.8 does not route.
-    A replace that sends the whole object is served as a merge of it, which is the same for a Lease."""
+    """kmock plus three API-server duties the operator relies on:
+
+    - naming objects created with generateName (events are), instead of storing them all under no name and
+      refusing the second one;
+    - PUT of a named object (the Lease of leader election is renewed by a replace), which kmock 0.8 does
+      not route: a replace sends the whole object, so serving it as a merge of it is the same for a Lease;
+    - server-side apply of an object that is not there creates it, as on an API server (kmock 0.8 answers
+      404): the operator creates its children by applying them, so that it owns every field it sets.
+    """
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.method == "PUT":
             raw_request = raw_request.clone(method="PATCH")
+        elif raw_request.content_type == APPLY_PATCH and not self._exists(raw_request.path):
+            collection = raw_request.rel_url.path.rsplit("/", 1)[0]
+            raw_request = raw_request.clone(method="POST", rel_url=collection)
         return await super().__call__(raw_request)
+
+    def _exists(self, path: str) -> bool:
+        k8s = kmock_parsing.parse_path(path)
+        if k8s is None or k8s.group is None:
+            return False
+        resource = kmock_references.resource(group=k8s.group, version=k8s.version, plural=k8s.plural)
+        key = (resource, k8s.namespace, k8s.name)
+        return key in self._objects and not self._objects[key].deleted
 
     async def _handle(self, request: kmock.Request) -> Any:
         meta = request.data.get("metadata") if isinstance(request.data, dict) else None

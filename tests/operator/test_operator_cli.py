@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import kmock
@@ -17,7 +16,7 @@ from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
 from tests.kube import KubeAPI
 from tests.operator import scenarios
 from tests.operator.scenarios import Cluster, has_condition, until_child, until_resource
-from tests.operator.waiting import eventually
+from tests.operator.waiting import eventually, http_get
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -36,14 +35,6 @@ def kubeconfig(path: Path, server: str) -> Path:
         )
     )
     return path
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode()
-    except OSError:
-        return 0, ""
 
 
 async def test_operator_command(

@@ -9,11 +9,13 @@ from typing import Any
 import kmock
 import pytest
 
+from deltaingest.devservers import free_port
 from deltaingest.k8s.handlers import LeaderElection, OperatorConfig
 from tests.kube import resource_path
 from tests.operator import scenarios
 from tests.operator.running import OperatorThread
 from tests.operator.scenarios import Cluster, until_child
+from tests.operator.waiting import http_get
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -34,9 +36,12 @@ async def test_one_replica_serves_and_the_other_takes_over(
         server=str(k8s.url),
         leader_election=election,
     )
-    active, standby = (
-        OperatorThread(dataclasses.replace(base, image=image, identity=image))
-        for image in ("img:active", "img:standby")
+    health = free_port()
+    active = OperatorThread(dataclasses.replace(base, image="img:active", identity="img:active"))
+    standby = OperatorThread(
+        dataclasses.replace(
+            base, image="img:standby", identity="img:standby", liveness_port=health, bind="127.0.0.1"
+        )
     )
     await active.start()  # the first to ask holds the Lease
     await standby.start(wait=False)  # a standby serves nothing until it holds it
@@ -52,9 +57,11 @@ async def test_one_replica_serves_and_the_other_takes_over(
         await asyncio.sleep(3)  # several resyncs: the standby must not fight over the children
         assert image_of(await until_child(cluster, table.name, "Deployment")) == "img:active"
         assert not standby.ready.is_set()
+        # A standby is alive for the kubelet, or it would be restarted while it waits.
+        assert (await asyncio.to_thread(http_get, f"http://127.0.0.1:{health}/healthz"))[0] == 200
 
         await active.stop()
-        # The Lease is not renewed any more: the standby takes it within a lease and serves.
+        # The leader released the Lease as it stopped: the standby takes it at its next try and serves.
         assert await asyncio.to_thread(standby.ready.wait, 30)
         await until_child(cluster, table.name, "Deployment", lambda d: image_of(d) == "img:standby")
     finally:

@@ -68,7 +68,7 @@ async def get(k8s: kmock.KubernetesEmulator, path: str) -> dict[str, Any] | None
 async def test_operator_logs_in_and_reconciles(
     k8s: kmock.KubernetesEmulator, secure_k8s: SecureAPI, tmp_path: Path, login: Login, auth: Auth
 ) -> None:
-    """The operator's own client creates the children, kopf patches the status, all logged in as asked."""
+    """The operator creates the children and writes the status there, logged in as the kubeconfig says."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     collection = f"/apis/{API_VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
     manifest = {

@@ -88,6 +88,20 @@ def test_cel_evaluator_matches_cel_go(rule: str, value: dict[str, Any], expected
     assert bool(evaluate(rule, value)) is expected
 
 
+def test_integers_in_number_fields_are_doubles_as_on_the_api_server() -> None:
+    """``retainHours: 168`` (a YAML integer) compares with ``1.0``: the server types values by the schema."""
+    assert (
+        validate(
+            custom_resource_definition(), with_changes("spec.vacuum", {"full": True, "retainHours": 168})
+        )
+        == []
+    )
+    assert (
+        validate(custom_resource_definition(), with_changes("spec.vacuum", {"full": True, "retainHours": 0}))
+        != []
+    )
+
+
 @pytest.mark.parametrize("rule", ["self.a <= 1", "self.a <= 1 || false", "self.a.b == 1"])
 def test_cel_missing_key_is_an_error_as_in_cel_go(rule: str) -> None:
     """cel-go (the API server's CEL) fails with "no such key" on an absent field; it is never false."""

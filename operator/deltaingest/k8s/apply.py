@@ -36,10 +36,11 @@ async def ensure(api: KubeClient, manifest: Mapping[str, Any]) -> tuple[str | No
     why = drift(stamped, actual)
     if why is None and actual is not None:
         return None, actual
+    # Server-side apply also creates: a child created any other way would keep, under a second field
+    # manager, every field a later rendering drops.
+    applied = await api.apply(stamped)
     what = f"{kind} {name}"
-    if actual is None:
-        return f"created {what}", await api.create(stamped)
-    return f"updated {what} ({why})", await api.apply(stamped)
+    return (f"created {what}" if actual is None else f"updated {what} ({why})"), applied
 
 
 @dataclass(frozen=True)

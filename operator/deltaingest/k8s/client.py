@@ -12,6 +12,7 @@ reports on manifests, and the generated models would rename fields and reformat 
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -68,22 +69,35 @@ async def load_configuration(server: str | None = None) -> client.Configuration:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
         loader = await config.load_kube_config(client_configuration=configuration, persist_config=False)
-        configuration.refresh_api_key_hook = _recheck(loader)
+        configuration.refresh_api_key_hook = _Recheck(loader)
     return configuration
 
 
-def _recheck(loader: KubeConfigLoader) -> Callable[[client.Configuration], Awaitable[None]]:
+class _Recheck:
     """A hook run before each request: reload what the kubeconfig's user section names, now and then."""
-    due = time.monotonic() + CREDENTIALS_RECHECK_SECONDS
 
-    async def hook(configuration: client.Configuration) -> None:
-        nonlocal due
-        if time.monotonic() < due:
-            return
-        due = time.monotonic() + CREDENTIALS_RECHECK_SECONDS
-        await loader.load_and_set(configuration)  # an exec plugin runs again only near its token's expiry
+    def __init__(self, loader: KubeConfigLoader) -> None:
+        self._loader = loader
+        self._due = time.monotonic() + CREDENTIALS_RECHECK_SECONDS
 
-    return hook
+    async def __call__(self, configuration: client.Configuration) -> None:
+        if time.monotonic() >= self._due:
+            await self.now(configuration)
+
+    async def now(self, configuration: client.Configuration) -> None:
+        self._due = time.monotonic() + CREDENTIALS_RECHECK_SECONDS
+        await self._loader.load_and_set(configuration)  # an exec plugin runs again only near its expiry
+
+
+async def refresh_credentials(configuration: client.Configuration) -> None:
+    """Look at the credentials again now (the API server said 401): token files, exec plugins."""
+    hook = configuration.refresh_api_key_hook
+    if isinstance(hook, _Recheck):
+        await hook.now(configuration)
+    elif callable(hook):  # in-cluster: re-reads the ServiceAccount token when it is due
+        result = hook(configuration)
+        if inspect.isawaitable(result):
+            await result
 
 
 async def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -187,7 +201,8 @@ class KubeClient:
         )
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply: the server merges our fields and drops the ones we no longer set."""
+        """Server-side apply, which creates too: the server merges our fields and drops those we no longer set
+        (every field of the object is ours, as we create it this way as well)."""
         meta = manifest["metadata"]
         call = self._method("patch", manifest["kind"])(
             meta["name"],
@@ -199,6 +214,13 @@ class KubeClient:
             **self._options(),
         )
         return await self._call(call) or {}
+
+    async def read_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A DeltaTableIngest as it is now, or ``None`` when it is gone."""
+        call = self._api(client.CustomObjectsApi).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, **self._options()
+        )
+        return await self._call(call, absent_ok=True)
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``status`` into a DeltaTableIngest's status subresource."""

@@ -11,7 +11,6 @@ peer would stop its handlers but not our loop, while a replica that is not the l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import datetime as dt
 import logging
@@ -22,13 +21,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from aiohttp import web
 from kubernetes_asyncio import client
 from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 from prometheus_client import start_http_server
 
 from deltaingest.k8s import metrics
-from deltaingest.k8s.client import KubeClient, KubeError, connection_info, load_configuration
+from deltaingest.k8s.client import (
+    KubeClient,
+    KubeError,
+    connection_info,
+    load_configuration,
+    refresh_credentials,
+)
 from deltaingest.k8s.reconcile import Outcome, event_manifest, reconcile
 from deltaingest.k8s.spec import GROUP, PLURAL, VERSION
 
@@ -82,7 +88,7 @@ class Resources:
     """The resources kopf has shown us, and the status we last wrote to each (it is ours alone)."""
 
     def __init__(self) -> None:
-        self.bodies: dict[str, dict[str, Any]] = {}
+        self.names: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name)
         self.statuses: dict[str, dict[str, Any]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
 
@@ -91,19 +97,20 @@ class Resources:
         if event_type == "DELETED":
             self.forget(uid)
         else:
-            self.bodies[uid] = copy.deepcopy(dict(body))
+            self.names[uid] = (body.metadata.namespace or "", body.metadata.name or "")
 
     def forget(self, uid: str) -> None:
-        self.bodies.pop(uid, None)
+        # kopf calls no delete handler for a resource deleted without a finalizer: this is where it goes.
+        namespace, name = self.names.pop(uid, ("", ""))
         self.statuses.pop(uid, None)
         self.locks.pop(uid, None)
+        if name:
+            metrics.forget(namespace, name)
 
 
 def build_registry(config: OperatorConfig, resources: Resources) -> kopf.OperatorRegistry:
     """Every handler, on a registry of its own (tests run several operators in one process)."""
     registry = kopf.OperatorRegistry()
-    servers: list[Any] = []
-
     tasks: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=registry)
@@ -115,11 +122,6 @@ def build_registry(config: OperatorConfig, resources: Resources) -> kopf.Operato
         settings.persistence.finalizer = f"{GROUP}/finalizer"
         settings.posting.level = logging.WARNING  # our own events say what changed; no per-log events
         settings.watching.server_timeout = 300
-        if config.metrics_port is not None:
-            server, _thread = start_http_server(
-                config.metrics_port, addr=config.bind, registry=metrics.REGISTRY
-            )
-            servers.append(server)
         # Started and stopped by kopf's own startup and cleanup, so it never outlives the client it uses.
         tasks.append(asyncio.get_running_loop().create_task(resync_forever(config, resources, memo)))
 
@@ -127,23 +129,20 @@ def build_registry(config: OperatorConfig, resources: Resources) -> kopf.Operato
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+        await asyncio.gather(*tasks, return_exceptions=True)
         api = memo.get("api")
         if isinstance(api, KubeClient):
             await api.close()
 
     @kopf.on.login(registry=registry)
     async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
-        # Called again when the API server answers 401: the kubeconfig is read afresh each time.
-        configuration = await load_configuration(config.server)
-        old = memo.get("api")
-        memo["api"] = KubeClient(configuration)
-        if isinstance(old, KubeClient):
-            await old.close()
+        # Called again when the API server answers 401: the same client, its credentials looked at again.
+        configuration = memo.get("configuration")
+        if configuration is None:
+            configuration = memo["configuration"] = await load_configuration(config.server)
+            memo["api"] = KubeClient(configuration)
+        else:
+            await refresh_credentials(configuration)
         return await connection_info(configuration)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
@@ -155,37 +154,53 @@ def build_registry(config: OperatorConfig, resources: Resources) -> kopf.Operato
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def apply(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         outcome = await sync(config, resources, memo["api"], copy.deepcopy(dict(body)))
-        if outcome.error:
+        if outcome is not None and outcome.error:
             if outcome.permanent:  # only a new spec helps, and that triggers the update handler
                 raise kopf.PermanentError(outcome.error)
             raise kopf.TemporaryError(outcome.error, delay=config.retry_seconds)
-
-    # Optional: no finalizer for it. It only forgets the resource; kopf calls it when it sees the deletion.
-    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
-    def deleted(body: kopf.Body, **_: Any) -> None:
-        resources.forget(body.metadata.uid or "")
-        metrics.forget(body.metadata.namespace or "", body.metadata.name or "")
 
     return registry
 
 
 async def sync(
-    config: OperatorConfig, resources: Resources, api: KubeClient, body: dict[str, Any]
-) -> Outcome:
-    """Reconcile one resource and publish the outcome: its status, then its events."""
-    meta = body["metadata"]
-    uid = meta.get("uid") or ""
+    config: OperatorConfig,
+    resources: Resources,
+    api: KubeClient,
+    body: dict[str, Any] | None = None,
+    *,
+    uid: str = "",
+) -> Outcome | None:
+    """Reconcile one resource and publish the outcome: its status, then its events.
+
+    ``body``: the resource as kopf handed it to a handler; without it (the resync), it is read afresh, so a
+    resync never applies a spec older than one a handler applied meanwhile. ``None``: nothing done (gone).
+    """
+    uid = (body or {}).get("metadata", {}).get("uid") or uid
     # Handlers and the resync loop never reconcile one resource at the same time.
     async with resources.locks.setdefault(uid, asyncio.Lock()):
+        if body is None:
+            namespace, name = resources.names.get(uid, ("", ""))
+            body = await api.read_resource(namespace, name) if name else None
+            if body is None or body["metadata"].get("uid") != uid:
+                resources.forget(uid)  # deleted, perhaps while the watch was down: no DELETED event came
+                return None
+        if body["metadata"].get("deletionTimestamp"):
+            return None  # the garbage collector takes the children; nothing to do
         if uid in resources.statuses:  # fresher than the body's: a watch event may still be on its way
             body = {**body, "status": resources.statuses[uid]}
         with metrics.RECONCILE_SECONDS.time():
             outcome = await reconcile(
                 api, body, image=config.image, now=_now(), probe_timeout=config.probe_timeout
             )
-        name, namespace = meta["name"], meta["namespace"]
-        await api.patch_status(namespace, name, outcome.status)
-        if uid in resources.bodies:  # not for a resource deleted meanwhile
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            await api.patch_status(namespace, name, outcome.status)
+        except KubeError as err:
+            if err.status == 404:
+                resources.forget(uid)
+                return None
+            raise
+        if uid in resources.names:  # not for a resource deleted meanwhile
             resources.statuses[uid] = outcome.status
         for event in outcome.events:
             try:
@@ -201,17 +216,17 @@ async def resync_forever(config: OperatorConfig, resources: Resources, memo: kop
     """Each resource again every ``resync_seconds``: drift, the children's state, the table's facts."""
     limit = asyncio.Semaphore(8)  # a few slow stores must not hold up the others, nor all run at once
 
-    async def one(body: dict[str, Any]) -> None:
+    async def one(uid: str) -> None:
         async with limit:
             try:
-                await sync(config, resources, memo["api"], body)
-            except KubeError as err:
-                log.warning("resync of %s failed: %s", body["metadata"].get("name"), err)
+                await sync(config, resources, memo["api"], uid=uid)
+            except Exception:  # one resource's failure must not end the loop for the others
+                log.exception("resync of %s failed", resources.names.get(uid))
 
     while True:
         await asyncio.sleep(config.resync_seconds)
         if isinstance(memo.get("api"), KubeClient):
-            await asyncio.gather(*(one(body) for body in list(resources.bodies.values())))
+            await asyncio.gather(*(one(uid) for uid in list(resources.names)))
 
 
 async def _serve(
@@ -219,13 +234,11 @@ async def _serve(
     stop_flag: asyncio.Event | threading.Event | None,
     ready_flag: asyncio.Event | threading.Event | None,
 ) -> None:
-    liveness = f"http://{config.bind}:{config.liveness_port}/healthz" if config.liveness_port else None
     await kopf.operator(
         registry=build_registry(config, Resources()),
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
         standalone=True,  # leadership is the Lease's, not kopf peering's
-        liveness_endpoint=liveness,
         memo=kopf.Memo(),
         stop_flag=stop_flag,
         ready_flag=ready_flag,
@@ -236,33 +249,111 @@ class LeadershipLost(Exception):
     """Another replica holds the Lease now: this one must stop serving (and its pod restarts)."""
 
 
+class _Candidate(leaderelection.LeaderElection):
+    """kubernetes_asyncio's election, made to survive the API server as client-go does: an attempt that
+    fails in any way (a connection error, a proxy's non-JSON 503) is a failed attempt, not a crash, and it is
+    bounded in time, so a hung call cannot keep a leader serving past its renew deadline."""
+
+    async def try_acquire_or_renew(self) -> bool:
+        bound = self.election_config.renew_deadline / 2
+        try:
+            return await asyncio.wait_for(super().try_acquire_or_renew(), bound)
+        except Exception as err:
+            log.warning("Lease %s: attempt failed: %r", self.election_config.lock.name, err)
+            return False
+
+    async def release(self) -> None:
+        """Clear the holder on a clean stop, so a standby takes over at once (client-go's ReleaseOnCancel)."""
+        lock = self.election_config.lock
+        if not isinstance(lock, LeaseLock):
+            return
+        timeout = self.election_config.retry_period
+        try:
+            held, _ = await asyncio.wait_for(lock.get(lock.name, lock.namespace), timeout)
+            lease = lock.lease_reference
+            if held and lease is not None and lease.spec.holder_identity == lock.identity:
+                lease.spec.holder_identity = None  # type: ignore[assignment]  # the model's hint is too narrow
+                await asyncio.wait_for(
+                    lock.api_instance.replace_namespaced_lease(lock.name, lock.namespace, lease),
+                    timeout,
+                )
+        except Exception as err:  # the Lease then simply expires
+            log.warning("Lease %s: release failed: %r", lock.name, err)
+
+
+async def _health_server(config: OperatorConfig) -> web.AppRunner | None:
+    """/healthz for the whole process, leader or standby: the kubelet must not restart a waiting replica."""
+    if config.liveness_port is None:
+        return None
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.bind, config.liveness_port).start()
+    return runner
+
+
 async def run_operator(
     config: OperatorConfig,
     *,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
 ) -> None:
-    """Run until stopped (SIGTERM, or ``stop_flag``); with leader election, only while leading."""
-    election = config.leader_election
-    if election is None:
-        await _serve(config, stop_flag, ready_flag)
-        return
+    """Run until stopped (SIGTERM, or ``stop_flag``); with leader election, serve only while leading.
+
+    The liveness and metrics ports are the process's: a standby answers them too.
+    """
+    health = await _health_server(config)
+    metrics_server = None
+    if config.metrics_port is not None:
+        metrics_server, _thread = start_http_server(
+            config.metrics_port, addr=config.bind, registry=metrics.REGISTRY
+        )
+    try:
+        if config.leader_election is None:
+            await _serve(config, stop_flag, ready_flag)
+        else:
+            await _lead_or_wait(config, config.leader_election, stop_flag, ready_flag)
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+        if health is not None:
+            await health.cleanup()
+
+
+async def _lead_or_wait(
+    config: OperatorConfig,
+    election: LeaderElection,
+    stop_flag: asyncio.Event | threading.Event | None,
+    ready_flag: asyncio.Event | threading.Event | None,
+) -> None:
     api_client = client.ApiClient(await load_configuration(config.server))
-    served = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    served: asyncio.Future[None] = loop.create_future()
+    leading = asyncio.Event()
 
     async def lead() -> None:
         log.info("%s leads (Lease %s/%s)", config.identity, election.namespace, election.name)
+        leading.set()
         try:
             await _serve(config, stop_flag, ready_flag)
-        finally:
+        except BaseException as err:
             if not served.done():
-                served.set_result(None)
+                served.set_exception(err if isinstance(err, Exception) else LeadershipLost(repr(err)))
+            raise
+        if not served.done():
+            served.set_result(None)
 
     async def lost() -> None:
         if not served.done():
             served.set_exception(LeadershipLost(f"{config.identity} lost the Lease {election.name}"))
 
-    candidate = leaderelection.LeaderElection(
+    candidate = _Candidate(
         electionconfig.Config(
             LeaseLock(election.name, election.namespace, config.identity, api_client),
             lease_duration=election.lease_seconds,
@@ -275,19 +366,21 @@ async def run_operator(
     campaign = asyncio.create_task(candidate.run())
     waiting = asyncio.create_task(_stopped(stop_flag))
     try:
-        # A standby stops when told to; a leader when it has served (told to stop) or lost the Lease; either
-        # when the campaign itself fails (the API refuses the Lease): the pod restarts, nobody hangs.
+        # A standby stops when told to. A leader stops when kopf has stopped (told to, as kopf watches the
+        # same flag or signals) or when it lost the Lease. Either, when the campaign itself ends.
         done, _ = await asyncio.wait({served, waiting, campaign}, return_when=asyncio.FIRST_COMPLETED)
-        if served in done:
+        if waiting in done and leading.is_set():
+            await asyncio.wait({served, campaign}, return_when=asyncio.FIRST_COMPLETED)
+        if served.done():
             served.result()
-        elif campaign in done:
+            await candidate.release()
+        elif campaign.done():
             campaign.result()
             raise LeadershipLost(f"the campaign for the Lease {election.name} ended")
     finally:
         for task in (campaign, waiting):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(campaign, waiting, return_exceptions=True)
         await api_client.close()
 
 
