@@ -18,7 +18,7 @@ from deltaingest.k8s.client import APPLY_PATCH
 from deltaingest.k8s.handlers import OperatorConfig
 from deltaingest.k8s.spec import GROUP, KIND, PLURAL, SINGULAR, VERSION
 from tests.kube import KubeAPI
-from tests.operator.running import OperatorThread
+from tests.operator.running import OperatorThread, kmock_operator_config
 from tests.operator.scenarios import Cluster
 from tests.operator.tls import SecureAPI
 
@@ -87,14 +87,7 @@ async def operator(k8s: kmock.KubernetesEmulator) -> AsyncIterator[OperatorConfi
     Cluster-wide because kmock 0.8 fails to parse ``GET /api/v1/namespaces``, which kopf sends to follow
     the namespaces it was told to watch; the e2e suite covers ``--namespace`` on a real cluster.
     """
-    config = OperatorConfig(
-        image="deltaingest:test",
-        resync_seconds=1.0,
-        retry_seconds=1.0,
-        liveness_port=None,
-        metrics_port=None,
-        server=str(k8s.url),
-    )
+    config = kmock_operator_config(k8s, "deltaingest:test")
     operator = OperatorThread(config)
     await operator.start()
     yield config

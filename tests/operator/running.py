@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import kmock
+
 from deltaingest.k8s.handlers import OperatorConfig, run_operator
 
 
@@ -33,3 +35,15 @@ class OperatorThread:
         if self._thread.is_alive():
             await asyncio.to_thread(self._thread.join, 60)
         assert not self._thread.is_alive(), "the operator did not stop within 60 s"
+
+
+def kmock_operator_config(k8s: kmock.KubernetesEmulator, image: str) -> OperatorConfig:
+    """How the tests run an operator against kmock: no auth, a 1 s resync and retry, no ports."""
+    return OperatorConfig(
+        image=image,
+        resync_seconds=1.0,
+        retry_seconds=1.0,
+        liveness_port=None,
+        metrics_port=None,
+        server=str(k8s.url),
+    )

@@ -13,10 +13,9 @@ import kmock
 import pytest
 import pytest_asyncio
 
-from deltaingest.k8s.handlers import OperatorConfig
 from deltaingest.k8s.spec import GROUP
 from tests.operator import scenarios
-from tests.operator.running import OperatorThread
+from tests.operator.running import OperatorThread, kmock_operator_config
 from tests.operator.scenarios import MERGE, Cluster, dti_path, has_condition, until_resource
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
@@ -26,15 +25,7 @@ OLD_FINALIZER = f"{GROUP}/finalizer"  # what versions up to 0.3 put on every res
 
 @pytest_asyncio.fixture
 async def operator_control(k8s: kmock.KubernetesEmulator) -> AsyncIterator[OperatorThread]:
-    config = OperatorConfig(
-        image="img:deletion",
-        resync_seconds=1.0,
-        retry_seconds=1.0,
-        liveness_port=None,
-        metrics_port=None,
-        server=str(k8s.url),
-    )
-    control = OperatorThread(config)
+    control = OperatorThread(kmock_operator_config(k8s, "img:deletion"))
     yield control
     await control.stop()
 

@@ -10,10 +10,10 @@ import kmock
 import pytest
 
 from deltaingest.devservers import free_port
-from deltaingest.k8s.handlers import LeaderElection, OperatorConfig
+from deltaingest.k8s.handlers import LeaderElection
 from tests.kube import resource_path
 from tests.operator import scenarios
-from tests.operator.running import OperatorThread
+from tests.operator.running import OperatorThread, kmock_operator_config
 from tests.operator.scenarios import Cluster, until_child
 from tests.operator.waiting import http_get
 
@@ -28,14 +28,7 @@ async def test_one_replica_serves_and_the_other_takes_over(
         kind="Lease", namespaced=True, verbs={"get", "list", "watch", "create", "update", "patch"}
     )
     election = LeaderElection("deltaingest-operator", cluster.namespace, lease_seconds=3)
-    base = OperatorConfig(
-        image="",
-        resync_seconds=1.0,
-        liveness_port=None,
-        metrics_port=None,
-        server=str(k8s.url),
-        leader_election=election,
-    )
+    base = dataclasses.replace(kmock_operator_config(k8s, ""), leader_election=election)
     health = free_port()
     active = OperatorThread(dataclasses.replace(base, image="img:active", identity="img:active"))
     standby = OperatorThread(
