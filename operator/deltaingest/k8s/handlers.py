@@ -14,6 +14,7 @@ import asyncio
 import copy
 import datetime as dt
 import logging
+import signal
 import socket
 import threading
 import uuid
@@ -99,6 +100,10 @@ class Resources:
         else:
             self.names[uid] = (body.metadata.namespace or "", body.metadata.name or "")
 
+    def lock(self, uid: str) -> asyncio.Lock:
+        """Handlers and the resync loop never reconcile one resource at the same time."""
+        return self.locks.setdefault(uid, asyncio.Lock())
+
     def forget(self, uid: str) -> None:
         # kopf calls no delete handler for a resource deleted without a finalizer: this is where it goes.
         namespace, name = self.names.pop(uid, ("", ""))
@@ -163,50 +168,52 @@ def build_registry(config: OperatorConfig, resources: Resources) -> kopf.Operato
 
 
 async def sync(
-    config: OperatorConfig,
-    resources: Resources,
-    api: KubeClient,
-    body: dict[str, Any] | None = None,
-    *,
-    uid: str = "",
+    config: OperatorConfig, resources: Resources, api: KubeClient, body: dict[str, Any]
 ) -> Outcome | None:
-    """Reconcile one resource and publish the outcome: its status, then its events.
+    """Reconcile one resource as kopf handed it to a handler, and publish the outcome."""
+    uid = body["metadata"].get("uid") or ""
+    async with resources.lock(uid):
+        return await _publish(config, resources, api, uid, body)
 
-    ``body``: the resource as kopf handed it to a handler; without it (the resync), it is read afresh, so a
-    resync never applies a spec older than one a handler applied meanwhile. ``None``: nothing done (gone).
-    """
-    uid = (body or {}).get("metadata", {}).get("uid") or uid
-    # Handlers and the resync loop never reconcile one resource at the same time.
-    async with resources.locks.setdefault(uid, asyncio.Lock()):
-        if body is None:
-            namespace, name = resources.names.get(uid, ("", ""))
-            body = await api.read_resource(namespace, name) if name else None
-            if body is None or body["metadata"].get("uid") != uid:
-                resources.forget(uid)  # deleted, perhaps while the watch was down: no DELETED event came
-                return None
-        if body["metadata"].get("deletionTimestamp"):
-            return None  # the garbage collector takes the children; nothing to do
-        if uid in resources.statuses:  # fresher than the body's: a watch event may still be on its way
-            body = {**body, "status": resources.statuses[uid]}
-        with metrics.RECONCILE_SECONDS.time():
-            outcome = await reconcile(
-                api, body, image=config.image, now=_now(), probe_timeout=config.probe_timeout
-            )
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+
+async def resync(config: OperatorConfig, resources: Resources, api: KubeClient, uid: str) -> Outcome | None:
+    """Reconcile one resource again, read afresh: never a spec older than one a handler applied meanwhile."""
+    async with resources.lock(uid):
+        namespace, name = resources.names.get(uid, ("", ""))
+        body = await api.read_resource(namespace, name) if name else None
+        if body is None or body["metadata"].get("uid") != uid:
+            resources.forget(uid)  # deleted, perhaps while the watch was down: no DELETED event came
+            return None
+        return await _publish(config, resources, api, uid, body)
+
+
+async def _publish(
+    config: OperatorConfig, resources: Resources, api: KubeClient, uid: str, body: dict[str, Any]
+) -> Outcome | None:
+    """Reconcile, then write the outcome: the status, then the events. ``None``: nothing done (gone)."""
+    if body["metadata"].get("deletionTimestamp"):
+        return None  # the garbage collector takes the children; nothing to do
+    if uid in resources.statuses:  # fresher than the body's: a watch event may still be on its way
+        body = {**body, "status": resources.statuses[uid]}
+    with metrics.RECONCILE_SECONDS.time():
+        outcome = await reconcile(
+            api, body, image=config.image, now=_now(), probe_timeout=config.probe_timeout
+        )
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    try:
+        await api.patch_status(namespace, name, outcome.status)
+    except KubeError as err:
+        if err.status == 404:
+            resources.forget(uid)
+            return None
+        raise
+    if uid in resources.names:  # not for a resource deleted meanwhile
+        resources.statuses[uid] = outcome.status
+    for event in outcome.events:
         try:
-            await api.patch_status(namespace, name, outcome.status)
-        except KubeError as err:
-            if err.status == 404:
-                resources.forget(uid)
-                return None
-            raise
-        if uid in resources.names:  # not for a resource deleted meanwhile
-            resources.statuses[uid] = outcome.status
-        for event in outcome.events:
-            try:
-                await api.create(event_manifest(body, event, instance=config.identity))
-            except KubeError as err:  # an event is a courtesy: never fail a reconcile for one
-                log.warning("posting event %s for %s/%s failed: %s", event.reason, namespace, name, err)
+            await api.create(event_manifest(body, event, instance=config.identity))
+        except KubeError as err:  # an event is a courtesy: never fail a reconcile for one
+            log.warning("posting event %s for %s/%s failed: %s", event.reason, namespace, name, err)
     metrics.record(namespace, name, outcome.status)
     metrics.RECONCILES.labels("error" if outcome.error else "ok").inc()
     return outcome
@@ -219,7 +226,7 @@ async def resync_forever(config: OperatorConfig, resources: Resources, memo: kop
     async def one(uid: str) -> None:
         async with limit:
             try:
-                await sync(config, resources, memo["api"], uid=uid)
+                await resync(config, resources, memo["api"], uid)
             except Exception:  # one resource's failure must not end the loop for the others
                 log.exception("resync of %s failed", resources.names.get(uid))
 
@@ -389,7 +396,7 @@ async def _stopped(flag: asyncio.Event | threading.Event | None) -> None:
     if flag is None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (15, 2):
+        for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     elif isinstance(flag, asyncio.Event):
