@@ -73,7 +73,9 @@ def hostile_row(draw: st.DrawFn, i: int) -> bytes:
 
 
 def _arrow(rows: int) -> bytes:
-    table = pa.table({"id": pa.array(range(rows), pa.int64()), "user": pa.array([f"u{i}" for i in range(rows)])})
+    table = pa.table(
+        {"id": pa.array(range(rows), pa.int64()), "user": pa.array([f"u{i}" for i in range(rows)])}
+    )
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as stream:
         stream.write_table(table)
@@ -122,5 +124,7 @@ def bodies(draw: st.DrawFn) -> Body:
     if encoding == "gzip-label-only":
         return Body(data, content_type, "gzip")
     if draw(st.booleans()) and draw(st.booleans()):
-        content_type = draw(st.sampled_from([JSON, NDJSON, ARROW, "text/plain", "", "application/json; charset=latin-1"]))
+        content_type = draw(
+            st.sampled_from([JSON, NDJSON, ARROW, "text/plain", "", "application/json; charset=latin-1"])
+        )
     return Body(data, content_type, None)

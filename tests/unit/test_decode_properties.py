@@ -32,3 +32,4 @@ def test_every_body_decodes_to_the_schema_or_gets_a_client_error(body: Body) -> 
         assert isinstance(err.body()["error"], str) and err.body()["error"]
         return
     assert isinstance(table, pa.Table) and table.schema == SCHEMA and table.num_rows > 0
+    table.validate(full=True)  # no invalid UTF-8 or broken offsets reach the table

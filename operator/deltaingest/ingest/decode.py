@@ -351,7 +351,11 @@ def _preview(value: Any) -> str:
 
 def _read_arrow_stream(data: bytes) -> pa.Table:
     try:
-        return pa.ipc.open_stream(data).read_all()
+        table = pa.ipc.open_stream(data).read_all()
+        # The IPC reader trusts the buffers: full validation catches invalid UTF-8 in strings and offsets
+        # out of bounds, which would otherwise be committed and break every reader of the table.
+        table.validate(full=True)
+        return table
     except _ARROW_ERRORS as err:
         raise BadRequest(f"body is not an Arrow IPC stream: {err}") from None
 
