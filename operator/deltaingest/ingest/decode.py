@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import io
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,7 +36,12 @@ NDJSON_TYPES = frozenset(
 )
 JSON_TYPE = "application/json"
 ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+# Every error Arrow raises for bad data, including OSError ("Invalid IPC stream") and out-of-memory for
+# absurd declared lengths: all of them mean the body is wrong, not the writer.
+_ARROW_ERRORS = (pa.ArrowException, OSError, MemoryError)
+# JSON nesting beyond this is refused before Python parses it: ``json`` recurses, and any schema we can
+# hold is far shallower.
+MAX_JSON_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -180,10 +186,14 @@ def diagnose_json(
         return BadRequest(f"body is not UTF-8: {err}")
     rows: list[tuple[int, Any]] = []
     if array:
+        if (depth := json_depth(text)) > MAX_JSON_DEPTH:
+            return BadRequest(f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
         try:
-            parsed = json.loads(text)
+            parsed = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as err:
             return BadRequest(f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}")
+        except ValueError as err:  # NaN/Infinity, or an integer longer than Python converts
+            return BadRequest(f"invalid JSON: {err}")
         if not isinstance(parsed, list):
             return BadRequest("an application/json body must be an array of objects (or a single object)")
         rows = list(enumerate(parsed, start=1))
@@ -191,10 +201,17 @@ def diagnose_json(
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
+            if (depth := json_depth(line)) > MAX_JSON_DEPTH:
+                return BadRequest(
+                    f"row {number}: JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted",
+                    row=number,
+                )
             try:
-                rows.append((number, json.loads(line)))
+                rows.append((number, json.loads(line, parse_constant=_refuse_constant)))
             except json.JSONDecodeError as err:
                 return BadRequest(f"row {number}: invalid JSON at column {err.colno}: {err.msg}", row=number)
+            except ValueError as err:
+                return BadRequest(f"row {number}: invalid JSON: {err}", row=number)
     for number, row in rows:
         problem = _check_object(row, list(schema), options, prefix="")
         if problem is not None:
@@ -202,6 +219,30 @@ def diagnose_json(
             where = f"row {number}, field '{field}'" if field else f"row {number}"
             return Unprocessable(f"{where}: {message}", row=number, field=field or None)
     return Unprocessable(f"the data does not fit the table schema: {fallback}")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text``, found without recursion (strings skipped).
+
+    Linear in the text with no stack, so a hostile body costs what its size costs."""
+    # Quoted strings (with escapes) go first, so brackets inside them do not count.
+    stripped = _JSON_STRING.sub("", text)
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(stripped):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (JSON has no NaN or Infinity)")
 
 
 def _check_object(
@@ -310,7 +351,11 @@ def _preview(value: Any) -> str:
 
 def _read_arrow_stream(data: bytes) -> pa.Table:
     try:
-        return pa.ipc.open_stream(data).read_all()
+        table = pa.ipc.open_stream(data).read_all()
+        # The IPC reader trusts the buffers: full validation catches invalid UTF-8 in strings and offsets
+        # out of bounds, which would otherwise be committed and break every reader of the table.
+        table.validate(full=True)
+        return table
     except _ARROW_ERRORS as err:
         raise BadRequest(f"body is not an Arrow IPC stream: {err}") from None
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from deltaingest.config import WriterSpec
@@ -55,7 +58,7 @@ class IngestServer:
         self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self._spec.max_request_bytes)
+        app = web.Application(client_max_size=self._spec.max_request_bytes, middlewares=[json_errors])
         app.router.add_post("/v1/ingest", self.ingest)
         app.router.add_get("/v1/table", self.table_info)
         app.router.add_get("/healthz", self.healthz)
@@ -155,6 +158,37 @@ class IngestServer:
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer is JSON and carries a request id; an unexpected exception is a JSON 500, logged once.
+
+    A 500 here is a bug in the writer, never an answer to input (input errors are ``IngestError``s)."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    headers = {REQUEST_ID_HEADER: request_id}
+    try:
+        response = await handler(request)
+    except web.HTTPException as err:  # aiohttp's own answers (404, 405, 413 ...): same shape as ours
+        if err.status < 400:
+            raise
+        return web.json_response(
+            {"error": err.reason, "requestId": request_id}, status=err.status, headers=headers
+        )
+    except Exception:
+        log.exception(
+            "internal error answering %s %s (request id %s)", request.method, request.path, request_id
+        )
+        return web.json_response(
+            {"error": "internal error", "requestId": request_id}, status=500, headers=headers
+        )
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 class _Unauthorized(IngestError):

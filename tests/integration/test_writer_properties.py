@@ -1,0 +1,94 @@
+"""Property over real HTTP: no body or header gets anything but 200/400/408/413/415/422 with a JSON error,
+and the table on SeaweedFS holds exactly the rows of the 200 answers."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deltaingest.config import Settings
+from deltaingest.ingest.decode import DecodeOptions, decode
+from deltaingest.table.schema import arrow_schema
+from tests.helpers import EVENT_SCHEMA, WriterProcess, post, settings_file, start_writers
+from tests.mutations import Body, bodies
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = arrow_schema(Settings.model_validate({"table": {"schema": EVENT_SCHEMA}}).table.columns)
+ANSWERS = {200, 400, 408, 413, 415, 422}
+MAX_BYTES = 4 * 1024 * 1024
+_sequences = itertools.count()
+
+
+@st.composite
+def identity_headers(draw: st.DrawFn) -> dict[str, str]:
+    """Exactly-once headers, sane and odd."""
+    kind = draw(st.sampled_from(["none", "none", "valid", "bad-sequence", "one-only", "bad-producer"]))
+    if kind == "none":
+        return {}
+    if kind == "valid":
+        return {"X-Producer-Id": "prop", "X-Sequence": str(next(_sequences))}
+    if kind == "bad-sequence":
+        return {
+            "X-Producer-Id": "prop",
+            "X-Sequence": draw(st.sampled_from(["-1", "x", "1e3", "9" * 40, ""])),
+        }
+    if kind == "one-only":
+        return draw(st.sampled_from([{"X-Producer-Id": "prop"}, {"X-Sequence": "1"}]))
+    return {"X-Producer-Id": draw(st.sampled_from(["deltaingest-x", "p" * 300])), "X-Sequence": "1"}
+
+
+def _expected_rows(body: Body) -> pa.Table:
+    """What the writer must have committed for a 200: the same decoder's reading of the same body."""
+    return decode(
+        body.data,
+        content_type=body.content_type,
+        content_encoding=body.content_encoding,
+        schema=SCHEMA,
+        options=DecodeOptions(max_bytes=MAX_BYTES),
+    )
+
+
+def test_any_request_gets_a_client_answer_and_the_table_holds_exactly_the_acknowledged_rows(
+    s3_uri: str, cloud_env: dict[str, str], tmp_path: Path, writers: list[WriterProcess]
+) -> None:
+    config = settings_file(tmp_path, writer={"maxRequestBytes": MAX_BYTES})
+    (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
+    acknowledged: list[pa.Table] = []
+    answers: dict[int, int] = {}
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies(), headers=identity_headers())
+    def request(body: Body, headers: dict[str, str]) -> None:
+        extra: dict[str, Any] = dict(headers)
+        if body.content_encoding:
+            extra["Content-Encoding"] = body.content_encoding
+        response = post(writer.ingest_url, body.data, content_type=body.content_type, headers=extra)
+        answers[response.status] = answers.get(response.status, 0) + 1
+        assert response.status in ANSWERS, (response.status, response.body)
+        if response.status == 200:
+            assert not response.body.get("duplicate")
+            rows = _expected_rows(body)
+            assert response.body["rows"] == rows.num_rows
+            acknowledged.append(rows)
+        else:
+            assert isinstance(response.body.get("error"), str), response.body
+
+    request()
+    print("answers:", answers)
+    assert writer.process.poll() is None, writer.log()
+    assert "Traceback" not in writer.log()
+    table = DeltaTable(s3_uri, storage_options=cloud_env).to_pyarrow_table()
+    expected = pa.concat_tables(acknowledged) if acknowledged else SCHEMA.empty_table()
+    assert table.num_rows == expected.num_rows
+    key = ["id", "user", "day"]
+    assert sorted(table.select(key).to_pylist(), key=repr) == sorted(
+        expected.select(key).to_pylist(), key=repr
+    )

@@ -1,0 +1,69 @@
+"""An unexpected exception in a handler is a JSON 500 with a request id, logged once with its traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from deltaingest.config import WriterSpec
+from deltaingest.ingest import server as server_module
+from deltaingest.ingest.server import IngestServer
+from deltaingest.metrics import Metrics
+
+
+async def _post(app: Any, **headers: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post(
+            "/v1/ingest", data=b'{"id": 1}\n', headers={"Content-Type": "application/x-ndjson", **headers}
+        )
+        return response.status, await response.json(), {k.lower(): v for k, v in response.headers.items()}
+
+
+def _server() -> IngestServer:
+    table = SimpleNamespace(schema=pa.schema([pa.field("id", pa.int64())]), uri="memory", version=lambda: 0)
+    return IngestServer(
+        spec=WriterSpec(),
+        table=table,
+        group=SimpleNamespace(),
+        metrics=Metrics(),
+        auth_token=None,  # type: ignore[arg-type]
+    )
+
+
+def test_a_bug_in_a_handler_is_a_json_500_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug, not bad input")
+
+    monkeypatch.setattr(server_module, "decode", broken)
+    server = _server()
+    with caplog.at_level(logging.ERROR, logger="deltaingest.ingest.server"):
+        status, body, headers = asyncio.run(_post(server.app(), **{"X-Request-Id": "req-42"}))
+    server.close()
+    assert status == 500
+    assert body == {"error": "internal error", "requestId": "req-42"}
+    assert headers["x-request-id"] == "req-42"
+    records = [r for r in caplog.records if r.exc_info]
+    assert len(records) == 1 and "req-42" in records[0].getMessage()
+    assert records[0].exc_info is not None and records[0].exc_info[0] is KeyError
+
+
+def test_an_insane_request_id_is_replaced_and_aiohttp_answers_are_json() -> None:
+    server = _server()
+
+    async def run() -> tuple[int, dict[str, Any], dict[str, str]]:
+        async with TestClient(TestServer(server.app())) as client:
+            response = await client.get("/no/such/path", headers={"X-Request-Id": "bad id\twith spaces"})
+            return response.status, await response.json(), {k.lower(): v for k, v in response.headers.items()}
+
+    status, body, headers = asyncio.run(run())
+    server.close()
+    assert status == 404 and body["error"] == "Not Found"
+    assert headers["x-request-id"] == body["requestId"] and len(body["requestId"]) == 32
