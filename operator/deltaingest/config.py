@@ -108,7 +108,19 @@ class LockPolicy(Model):
     region: str | None = None
     create_table: bool = Field(default=True, description="Create the lock table (with TTL) when missing")
     lease_seconds: float = Field(
-        default=20.0, ge=1, le=3600, description="A holder that stops renewing loses the lease after this"
+        default=20.0,
+        ge=1,
+        le=3600,
+        description="Maintenance lease: a compaction or vacuum run that stops renewing loses it after this",
+    )
+    commit_lease_seconds: float = Field(
+        default=1.0,
+        ge=0.2,
+        le=60,
+        description=(
+            "Commit lease, kept across commits and renewed four times per lease: a writer that dies "
+            "stalls the others' commits for about this long"
+        ),
     )
     retry_min_ms: float = Field(default=2.0, gt=0, le=60_000)
     retry_max_ms: float = Field(default=50.0, gt=0, le=60_000)

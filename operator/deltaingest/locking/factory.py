@@ -32,12 +32,16 @@ def build_lock(spec: LockSpec, uri: str, *, scope: str, holder: str) -> Lock:
     region = spec.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     client = dynamodb_client(endpoint=endpoint, region=region)
     ensure_lock_table(client, spec.table_name, create=spec.create_table)
+    # Commits are short and the lease is kept across them, so a dead writer's lease must end quickly;
+    # maintenance runs are long and take the lock per run, so they keep the long lease.
+    commit = scope == "commit"
     return DynamoDBLock(
         client,
         table_name=spec.table_name,
         lock_id=f"{uri}#{scope}",
         holder=holder,
-        lease_seconds=spec.lease_seconds,
+        lease_seconds=spec.commit_lease_seconds if commit else spec.lease_seconds,
+        sticky=commit,
         acquire_timeout=spec.acquire_timeout_seconds,
         retry_min=spec.retry_min_ms / 1000,
         retry_max=spec.retry_max_ms / 1000,

@@ -39,6 +39,7 @@ class Lease:
     known_version: int | None
     deadline: float  # time.monotonic() after which the lease must be presumed lost
     release_version: int | None = None  # set by the holder: the table version to record on release
+    handover: bool = False  # another writer asked for the lock: give it back after the current commit
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -68,8 +69,15 @@ class Lock(Protocol):
     def close(self) -> None: ...
 
 
-def check_lease(lease: Lease, *, margin: float = 1.0) -> None:
-    """Raise ``LeaseLost`` unless the lease is good for at least ``margin`` more seconds."""
+def safety_margin(lease_seconds: float) -> float:
+    """How long before a lease's end its holder stops trusting it: room for clock drift between writers
+    and for a lock call in flight. A third of a short lease, at most a second of a long one."""
+    return min(1.0, lease_seconds / 3)
+
+
+def check_lease(lease: Lease, *, margin: float = 0.0) -> None:
+    """Raise ``LeaseLost`` unless the lease is good for at least ``margin`` more seconds (its deadline
+    already allows for the lock's safety margin)."""
     if lease.remaining() < margin:
         raise LeaseLost(f"lease of {lease.holder} (token {lease.token}) expired before the commit")
 
