@@ -144,9 +144,10 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     )
     bench_writer.add_argument("--commits", type=int, default=300)
     bench_writer.add_argument("--rows", type=int, default=1000, help="rows per commit")
-    bench_writer.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    bench_writer.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     bench_writer.add_argument("--http-seconds", type=float, default=10.0, help="duration of the HTTP load")
-    bench_writer.add_argument("--http-rows", type=int, default=5000, help="rows per HTTP request")
+    bench_writer.add_argument("--http-rows", type=int, default=10_000, help="rows per NDJSON request")
+    bench_writer.add_argument("--arrow-rows", type=int, default=50_000, help="rows per Arrow IPC request")
     bench_writer.add_argument("--output", type=Path, help="also write the JSON report here")
     bench_maintenance = bench_kinds.add_parser(
         "maintenance", help="write amplification, small files and read speed with the compaction policy"

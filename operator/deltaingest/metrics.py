@@ -31,6 +31,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.commit_stage = Histogram(
+            "commit_stage_seconds",
+            "Where an acknowledgement's time goes: decode, queue_wait (until its group's commit starts), "
+            "lock, catch_up (reading the log), write (data files and the log entry, one delta-rs call)",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.commits = Counter("commits", "Group commits by result", ["result"], registry=r)
         self.commit_retries = Counter(
             "commit_retries", "Commit attempts that failed and were retried", registry=r

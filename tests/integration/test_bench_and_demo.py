@@ -14,7 +14,10 @@ from tests.helpers import run_cli
 
 def test_bench_writer_reports_every_section(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
-    sizes = ("--commits", "3", "--rows", "10", "--clients", "2", "--http-seconds", "1", "--http-rows", "10")
+    sizes = (
+        "--commits", "3", "--rows", "10", "--clients", "2", "--http-seconds", "1", "--http-rows", "10",
+        "--arrow-rows", "20",
+    )  # fmt: skip
     result = run_cli("bench", "writer", *sizes, "--output", str(output))
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     report = json.loads(output.read_text())
@@ -26,7 +29,23 @@ def test_bench_writer_reports_every_section(tmp_path: Path) -> None:
     assert results["seaweedfs_dynamodb_lock"]["lock"] == "dynamodb"
     assert results["http_seaweedfs"]["errors"] == 0 and results["http_seaweedfs"]["requests"] > 0
     assert results["http_seaweedfs_naive"]["requests"] > 0
-    assert set(report["targets"]) == {"s3_p99_ms", "p99_speedup_vs_naive", "http_rows_per_second"}
+    arrow = results["http_seaweedfs_arrow"]
+    assert arrow["format"] == "arrow-ipc" and arrow["errors"] == 0 and arrow["requests"] > 0
+    acks = results["acks_seaweedfs"]
+    assert acks["unlocked"]["lock"] == "none" and acks["dynamodb_lease"]["lock"] == "dynamodb"
+    for run in acks.values():
+        assert run["ack_ms"]["n"] == 3
+        assert set(run["stage_mean_ms"]) == {"decode", "queue_wait", "lock", "catch_up", "write"}
+    floor = results["floor_seaweedfs"]
+    for step in ("json_parse", "parquet_encode", "data_put", "log_put_if_none_match", "log_list"):
+        assert floor[step]["n"] == 3
+    assert floor["total_unlocked"]["p50"] >= floor["total_leased"]["p50"] > 0
+    assert set(report["targets"]) == {
+        "s3_p99_ms", "p99_speedup_vs_naive", "http_rows_per_second", "ack_p99_ms_unlocked",
+        "ack_p99_ms_dynamodb_lease",
+    }  # fmt: skip
+    summary = result.stdout.decode()
+    assert "stage means (ms)" in summary and "The floor" in summary and "Arrow IPC" in summary
     assert b"Writer benchmark" in result.stdout
 
 

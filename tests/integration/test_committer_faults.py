@@ -113,3 +113,38 @@ def test_lock_timeout_fails_the_group_at_once(writer: Writer, monkeypatch: pytes
     monkeypatch.setattr(writer.lock, "acquire", busy)
     with pytest.raises(CommitFailed, match="after 1 attempt"):
         writer.committer.commit([Batch(_ids(1))])
+
+
+def test_an_unlocked_writer_skips_the_log_read_yet_commits_a_sequence_once(
+    s3_uri: str, cloud_env: dict[str, str]
+) -> None:
+    """Without a lock the writer trusts its own last commit and does not LIST the log before the next one.
+    Two writers on one table (a misconfiguration, or a rolling update) must still commit a producer's
+    sequence once: delta-rs refuses a commit whose txn app id a newer commit carries, and the committer
+    re-reads the log and re-plans."""
+    settings = Settings.model_validate(
+        {"table": {"uri": s3_uri, "schema": SCHEMA}, "locking": {"kind": "none"}}
+    )
+    a, b = open_writer(settings), open_writer(settings)
+    try:
+        assert b.committer.commit([Batch(_ids(1, 100))]).version == 1
+        lists = {"n": 0}
+        real_refresh = b.table.refresh
+
+        def counted_refresh() -> None:
+            lists["n"] += 1
+            real_refresh()
+
+        b.table.refresh = counted_refresh  # type: ignore[method-assign]
+        assert b.committer.commit([Batch(_ids(1, 101))]).version == 2
+        assert lists["n"] == 0, "a lone unlocked writer re-read the log before committing"
+        a.table.refresh()
+        assert a.committer.commit([Batch(_ids(2, 0), "p", 5)]).written == (True,)  # b has not seen this
+        retried = b.committer.commit([Batch(_ids(2, 0), "p", 5)])  # the producer's retry reaches b
+        assert retried.written == (False,), "a sequence committed by the other writer was written again"
+        assert b.committer.commit([Batch(_ids(1, 2), "p", 6)]).written == (True,)
+    finally:
+        a.close()
+        b.close()
+    rows = DeltaTable(s3_uri, storage_options=cloud_env).to_pyarrow_table().column("id").to_pylist()
+    assert sorted(rows) == [0, 1, 2, 100, 101]

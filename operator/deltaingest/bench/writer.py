@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -12,19 +13,25 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import yaml
 from deltalake import DeltaTable, write_deltalake
+from prometheus_client.parser import text_string_to_metric_families
 
+from deltaingest.bench.floor import FLOOR_STEPS, measure_floor
 from deltaingest.bench.stats import latency_ms
 from deltaingest.config import Settings
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
 from deltaingest.ingest.committer import Batch
+from deltaingest.ingest.decode import ARROW_STREAM_TYPE
 from deltaingest.ingest.service import open_writer
 from deltaingest.locking.factory import lock_kind
 from deltaingest.table.hot import open_table
@@ -38,7 +45,14 @@ SCHEMA = [
     {"name": "value", "type": "double"},
     {"name": "tags", "type": "array<string>"},
 ]
-TARGETS = {"s3_p99_ms": 100.0, "p99_speedup_vs_naive": 3.0, "http_rows_per_second": 100_000}
+NDJSON = "application/x-ndjson"
+TARGETS = {
+    "s3_p99_ms": 100.0,
+    "p99_speedup_vs_naive": 3.0,
+    "http_rows_per_second": 100_000,
+    "ack_p99_ms_unlocked": 35.0,
+    "ack_p99_ms_dynamodb_lease": 45.0,
+}
 
 
 def _arrow_batch(start: int, rows: int) -> pa.Table:
@@ -82,6 +96,14 @@ def _ndjson(start: int, rows: int) -> bytes:
     )
 
 
+def _arrow_ipc(start: int, rows: int) -> bytes:
+    sink = pa.BufferOutputStream()
+    table = _arrow_batch(start, rows)
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return bytes(sink.getvalue())
+
+
 def bench_naive(uri: str, options: dict[str, str], commits: int, rows: int) -> list[float]:
     """The usual approach: one ``write_deltalake`` per batch, which reopens the table every time."""
     DeltaTable.create(uri, _arrow_batch(0, 1).schema, storage_options=options)
@@ -111,26 +133,18 @@ def bench_committer(uri: str, locking: dict[str, Any], commits: int, rows: int) 
     return latencies, version
 
 
-def bench_http(
-    uri: str,
-    env: dict[str, str],
-    locking: dict[str, Any],
-    *,
-    clients: int,
-    seconds: float,
-    rows: int,
-    workdir: Path,
-    naive: bool = False,
-) -> dict[str, Any]:
-    """A writer process (or, with ``naive``, the naive baseline server) under ``clients`` concurrent HTTP
-    clients for ``seconds``."""
+@contextmanager
+def serve(
+    uri: str, env: dict[str, str], locking: dict[str, Any], workdir: Path, *, naive: bool = False
+) -> Iterator[tuple[str, str | None]]:
+    """A writer process (or, with ``naive``, the naive baseline server): its ingest and metrics URLs."""
     port, metrics_port = free_port(), free_port()
     if naive:
         settings = Settings.model_validate({"table": {"schema": SCHEMA}})
         open_table(uri, settings.table, storage_options(uri))
         command = ["-m", "deltaingest.bench.naive_server", "--table", uri, "--port", str(port)]
     else:
-        config = workdir / "http.yaml"
+        config = workdir / f"writer-{port}.yaml"
         config.write_text(yaml.safe_dump({"table": {"schema": SCHEMA}, "locking": locking}))
         command = [
             "-m", "deltaingest", "--log-level", "WARNING", "writer", "--table", uri, "--config", str(config),
@@ -142,18 +156,41 @@ def bench_http(
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", process)
-        latencies, errors, elapsed = drive(f"http://127.0.0.1:{port}/v1/ingest", clients, seconds, rows)
-        if naive:
-            commits = DeltaTable(uri, storage_options=storage_options(uri)).version()
-        else:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
-                commits = int(metric(response.read().decode(), "commit_duration_seconds_count"))
+        yield (
+            f"http://127.0.0.1:{port}/v1/ingest",
+            None if naive else f"http://127.0.0.1:{metrics_port}/metrics",
+        )
     finally:
         process.terminate()
         process.wait(60)
         log.close()
+
+
+def bench_http(
+    uri: str,
+    env: dict[str, str],
+    locking: dict[str, Any],
+    *,
+    clients: int,
+    seconds: float,
+    rows: int,
+    workdir: Path,
+    naive: bool = False,
+    arrow: bool = False,
+) -> dict[str, Any]:
+    """Throughput under ``clients`` concurrent HTTP clients for ``seconds``: NDJSON, or Arrow IPC streams."""
+    encode = _arrow_ipc if arrow else _ndjson
+    bodies = [encode(c * 1_000_000_000, rows) for c in range(clients)]
+    with serve(uri, env, locking, workdir, naive=naive) as (url, metrics_url):
+        latencies, errors, elapsed = drive(url, bodies, ARROW_STREAM_TYPE if arrow else NDJSON, seconds)
+        if metrics_url is None:
+            commits = DeltaTable(uri, storage_options=storage_options(uri)).version()
+        else:
+            with urllib.request.urlopen(metrics_url) as response:
+                commits = int(metric(response.read().decode(), "commit_duration_seconds_count"))
     return {
         "server": "naive write_deltalake per request" if naive else "deltaingest writer",
+        "format": "arrow-ipc" if arrow else "ndjson",
         "clients": clients,
         "rows_per_request": rows,
         "seconds": round(elapsed, 2),
@@ -166,9 +203,59 @@ def bench_http(
     }
 
 
-def drive(url: str, clients: int, seconds: float, rows: int) -> tuple[list[float], list[str], float]:
-    """``clients`` threads posting fixed NDJSON bodies for ``seconds``: latencies, errors, elapsed time."""
-    bodies = [_ndjson(c * 1_000_000_000, rows) for c in range(clients)]
+def bench_acks(
+    uri: str, env: dict[str, str], locking: dict[str, Any], *, requests: int, rows: int, workdir: Path
+) -> dict[str, Any]:
+    """One producer posting ``requests`` NDJSON bodies one after another on a keep-alive connection: the
+    acknowledgement latency and, from the writer's ``commit_stage_seconds``, where it went."""
+    bodies = [_ndjson(i * rows, rows) for i in range(requests)]
+    with serve(uri, env, locking, workdir) as (url, metrics_url):
+        parts = urllib.parse.urlsplit(url)
+        connection = http.client.HTTPConnection(parts.netloc, timeout=120)
+        latencies = []
+        try:
+            for body in bodies:
+                started = time.perf_counter()
+                connection.request("POST", parts.path, body=body, headers={"Content-Type": NDJSON})
+                response = connection.getresponse()
+                response.read()
+                latencies.append(time.perf_counter() - started)
+                if response.status != 200:
+                    raise RuntimeError(f"ingest answered {response.status}")
+        finally:
+            connection.close()
+        assert metrics_url is not None
+        with urllib.request.urlopen(metrics_url) as response:
+            stages = stage_means_ms(response.read().decode())
+    return {
+        "lock": lock_kind(Settings.model_validate({"locking": locking}).locking, uri),
+        "ack_ms": latency_ms(latencies),
+        "stage_mean_ms": stages,
+    }
+
+
+def stage_means_ms(text: str) -> dict[str, float]:
+    """Mean milliseconds per stage of ``commit_stage_seconds`` in a Prometheus exposition."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "commit_stage_seconds":
+            continue
+        for sample in family.samples:
+            stage = sample.labels.get("stage", "")
+            if sample.name.endswith("_sum"):
+                sums[stage] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[stage] = sample.value
+    return {
+        stage: round(sums[stage] / counts[stage] * 1000, 2) for stage in sorted(sums) if counts.get(stage)
+    }
+
+
+def drive(
+    url: str, bodies: list[bytes], content_type: str, seconds: float
+) -> tuple[list[float], list[str], float]:
+    """One thread per body, posting it over and over for ``seconds``: latencies, errors, elapsed time."""
     latencies: list[float] = []
     errors: list[str] = []
     guard = threading.Lock()
@@ -177,7 +264,7 @@ def drive(url: str, clients: int, seconds: float, rows: int) -> tuple[list[float
     def client(index: int) -> None:
         while time.monotonic() < stop_at:
             request = urllib.request.Request(
-                url, data=bodies[index], method="POST", headers={"Content-Type": "application/x-ndjson"}
+                url, data=bodies[index], method="POST", headers={"Content-Type": content_type}
             )
             started = time.perf_counter()
             try:
@@ -190,7 +277,7 @@ def drive(url: str, clients: int, seconds: float, rows: int) -> tuple[list[float
             with guard:
                 latencies.append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(bodies))]
     began = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -255,10 +342,35 @@ def run(args: argparse.Namespace) -> int:
                     "final_version": version,
                     "p99_speedup_vs_naive": round(latency_ms(naive)["p99"] / latency_ms(ours)["p99"], 2),
                 }
+            print(
+                f"[bench] acknowledgements: {args.commits} sequential requests of {args.rows} rows",
+                flush=True,
+            )
+            report["results"]["acks_seaweedfs"] = {
+                name: bench_acks(
+                    f"{s3_base}/acks-{name}",
+                    env,
+                    locking,
+                    requests=args.commits,
+                    rows=args.rows,
+                    workdir=workdir,
+                )
+                for name, locking in (("unlocked", {"kind": "auto"}), ("dynamodb_lease", dynamo))
+            }
+            print("[bench] the floor: the same requests done bare", flush=True)
+            report["results"]["floor_seaweedfs"] = measure_floor(
+                s3.env(), "bench", f"{s3_base.removeprefix('s3://bench/')}/floor", _ndjson(0, args.rows),
+                args.commits,
+            )  # fmt: skip
             print(f"[bench] HTTP: {args.clients} clients for {args.http_seconds}s on SeaweedFS", flush=True)
             report["results"]["http_seaweedfs"] = bench_http(
                 f"s3://bench/{uuid.uuid4().hex[:8]}/http", env, dynamo, clients=args.clients,
                 seconds=args.http_seconds, rows=args.http_rows, workdir=workdir,
+            )  # fmt: skip
+            print(f"[bench] HTTP: Arrow IPC, {args.arrow_rows}-row bodies", flush=True)
+            report["results"]["http_seaweedfs_arrow"] = bench_http(
+                f"s3://bench/{uuid.uuid4().hex[:8]}/http-arrow", env, dynamo, clients=args.clients,
+                seconds=args.http_seconds, rows=args.arrow_rows, workdir=workdir, arrow=True,
             )  # fmt: skip
             print("[bench] HTTP: the naive baseline server, same clients", flush=True)
             report["results"]["http_seaweedfs_naive"] = bench_http(
@@ -288,7 +400,16 @@ def run(args: argparse.Namespace) -> int:
 def _check_targets(results: dict[str, Any]) -> dict[str, Any]:
     s3 = results["seaweedfs"]
     http = results["http_seaweedfs"]
+    acks = results["acks_seaweedfs"]
     checks = {
+        "ack_p99_ms_unlocked": (
+            acks["unlocked"]["ack_ms"]["p99"],
+            acks["unlocked"]["ack_ms"]["p99"] <= TARGETS["ack_p99_ms_unlocked"],
+        ),
+        "ack_p99_ms_dynamodb_lease": (
+            acks["dynamodb_lease"]["ack_ms"]["p99"],
+            acks["dynamodb_lease"]["ack_ms"]["p99"] <= TARGETS["ack_p99_ms_dynamodb_lease"],
+        ),
         "s3_p99_ms": (
             s3["deltaingest_commit_ms"]["p99"],
             s3["deltaingest_commit_ms"]["p99"] <= TARGETS["s3_p99_ms"],
@@ -318,7 +439,33 @@ def _summary(report: dict[str, Any]) -> str:
             f"    deltaingest  p50 {o['p50']:7.1f} ms  p95 {o['p95']:7.1f} ms  p99 {o['p99']:7.1f} ms"
             f"  -> p99 {r['p99_speedup_vs_naive']}x lower"
         )
-    for key, label in (("http_seaweedfs", "deltaingest, DynamoDB lock"), ("http_seaweedfs_naive", "naive")):
+    acks, floor = report["results"]["acks_seaweedfs"], report["results"]["floor_seaweedfs"]
+    lines.append(f"  Acknowledgements on SeaweedFS, one producer, {report['commits']} sequential requests")
+    for name, r in acks.items():
+        a = r["ack_ms"]
+        lines.append(f"    {name:15s} p50 {a['p50']:7.1f} ms  p95 {a['p95']:7.1f} ms  p99 {a['p99']:7.1f} ms")
+    naive = report["results"]["seaweedfs"]["naive_commit_ms"]
+    lines.append(
+        f"    {'naive loop':15s} p50 {naive['p50']:7.1f} ms  p95 {naive['p95']:7.1f} ms"
+        f"  p99 {naive['p99']:7.1f} ms  (write_deltalake per batch, same run)"
+    )
+    stages = sorted({stage for r in acks.values() for stage in r["stage_mean_ms"]})
+    lines.append("    stage means (ms)   " + "  ".join(f"{stage:>10s}" for stage in stages))
+    for name, r in acks.items():
+        cells = "  ".join(f"{r['stage_mean_ms'].get(stage, 0.0):10.2f}" for stage in stages)
+        lines.append(f"    {name:18s} {cells}")
+    lines.append("  The floor, the same steps done bare in this run (p50 / p99 ms):")
+    lines.append(
+        "    " + ", ".join(f"{step} {floor[step]['p50']} / {floor[step]['p99']}" for step in FLOOR_STEPS)
+    )
+    for name in ("leased", "unlocked"):
+        total = floor[f"total_{name}"]
+        lines.append(f"    sum ({name}): p50 {total['p50']} ms, p99 {total['p99']} ms")
+    for key, label in (
+        ("http_seaweedfs", "deltaingest, DynamoDB lock, NDJSON"),
+        ("http_seaweedfs_arrow", "deltaingest, DynamoDB lock, Arrow IPC"),
+        ("http_seaweedfs_naive", "naive"),
+    ):
         h = report["results"][key]
         a = h["ack_latency_ms"] or {"p50": None, "p99": None}
         lines.append(

@@ -94,6 +94,9 @@ class GroupCommitter:
                 continue
             await self._linger()
             group = self._take_group()
+            started = time.monotonic()
+            for pending in group:
+                self._metrics.commit_stage.labels("queue_wait").observe(started - pending.arrived)
             try:
                 result = await loop.run_in_executor(self._executor, self._commit, [p.batch for p in group])
             except IngestError as err:

@@ -127,11 +127,16 @@ class Committer:
         raise AssertionError("unreachable")
 
     def _attempt(self, batches: Sequence[Batch], commit_id: int) -> GroupResult:
+        stage = self._metrics.commit_stage
         waited = time.perf_counter()
         lease = self._lock.acquire()
-        self._metrics.lock_wait.observe(time.perf_counter() - waited)
+        locked = time.perf_counter()
+        self._metrics.lock_wait.observe(locked - waited)
+        stage.labels("lock").observe(locked - waited)
         try:
             self._catch_up(lease)
+            writing = time.perf_counter()
+            stage.labels("catch_up").observe(writing - locked)
             table = self._table.table
             if self._sent_plan is not None and (table.transaction_version(self._app_id) or -1) >= commit_id:
                 # The previous attempt's commit landed although we saw an error: acknowledge it, once.
@@ -159,6 +164,7 @@ class Committer:
                 commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=transactions),
                 post_commithook_properties=NO_HOOKS,
             )
+            stage.labels("write").observe(time.perf_counter() - writing)
             version = self._table.version()
             lease.release_version = version
             return GroupResult(version, written)

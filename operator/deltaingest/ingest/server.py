@@ -91,6 +91,7 @@ class IngestServer:
             if declared is None:  # chunked upload: count it now that its size is known
                 reserved = self._reserve(len(body))
             self._metrics.ingest_bytes.inc(len(body))
+            decoding = time.perf_counter()
             data = await asyncio.get_running_loop().run_in_executor(
                 self._decoders,
                 lambda: decode(
@@ -101,6 +102,7 @@ class IngestServer:
                     options=self._decode_options,
                 ),
             )
+            self._metrics.commit_stage.labels("decode").observe(time.perf_counter() - decoding)
             ack = await self._group.submit(Batch(data, producer, sequence))
             payload: dict[str, Any] = {"version": ack.version, "rows": ack.rows}
             if ack.duplicate:

@@ -110,20 +110,24 @@ def new_holder_id() -> str:
 
 class NoLock:
     """No coordination: for a single writer on an object store, where S3 conditional writes still protect
-    the log. Every lease reports an unknown table version, so the holder always refreshes before committing.
+    the log. Each lease reports the version this process last committed, so its next commit skips the log
+    LIST. Should a second writer commit meanwhile anyway, delta-rs rebases an append onto it, and refuses a
+    commit whose producer ``txn`` another commit already carries ("Concurrent transaction"), which sends
+    the committer to re-read the log and re-plan: exactly-once does not rest on the LIST.
     """
 
     def __init__(self, holder: str) -> None:
         self.holder = holder
+        self._version: int | None = None
 
     def acquire(self) -> Lease:
-        return Lease(holder=self.holder, token=None, known_version=None, deadline=float("inf"))
+        return Lease(holder=self.holder, token=None, known_version=self._version, deadline=float("inf"))
 
     def try_acquire(self) -> Lease | None:
         return self.acquire()
 
     def release(self, lease: Lease) -> None:
-        return None
+        self._version = lease.release_version
 
     def describe_holder(self) -> str | None:
         return None
