@@ -148,3 +148,14 @@ def test_contending_holders_never_overlap_and_tokens_are_unique(moto: MotoDynamo
     assert overlaps == []
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
     assert all(acquired[lock.holder] >= 5 for lock in holders), acquired  # nobody starves
+
+
+def test_one_lock_object_excludes_its_second_caller(moto: MotoDynamoDB, table: str) -> None:
+    """A daemon's compaction and vacuum share one maintenance lock object and holder id."""
+    lock = _lock(moto, table, "daemon")
+    lease = lock.acquire()
+    assert lock.try_acquire() is None, "the holder's own second caller got the lock it holds"
+    lock.release(lease)
+    again = lock.try_acquire()
+    assert again is not None and lease.token is not None and again.token == lease.token + 1
+    lock.release(again)

@@ -183,10 +183,10 @@ class DynamoDBLock:
                     "SET holder = :me, expireTime = :exp, leaseUntilMs = :until, acquiredAt = :now, "
                     "fence = if_not_exists(fence, :seed) + :one REMOVE cleanRelease, waiter, waitMs"
                 ),
-                # Free, expired (or ours: a renewal that landed although we saw it fail), and not promised
-                # to another writer that marked the item recently.
+                # Free or expired, and not promised to another writer that marked the item recently. Never
+                # "or ours": a daemon's compaction and vacuum share one lock object and holder id.
                 ConditionExpression=(
-                    "(attribute_not_exists(holder) OR holder = :me OR leaseUntilMs < :nowms"
+                    "(attribute_not_exists(holder) OR leaseUntilMs < :nowms"
                     " OR (attribute_not_exists(leaseUntilMs) AND expireTime < :nowsec))"
                     " AND (attribute_not_exists(waiter) OR waiter = :me OR waitMs < :stalems)"
                 ),
