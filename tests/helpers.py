@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
+from deltaingest.config import Settings
 from deltaingest.devservers import free_port
+from deltaingest.table.schema import arrow_schema
 
 EVENT_SCHEMA = [
     {"name": "id", "type": "long", "nullable": False},
@@ -34,6 +36,8 @@ EVENT_SCHEMA = [
     {"name": "tags", "type": "array<string>"},
     {"name": "geo", "type": "struct<lat:double,lon:double>"},
 ]
+# The Arrow schema a writer of EVENT_SCHEMA validates against.
+EVENT_ARROW_SCHEMA = arrow_schema(Settings.model_validate({"table": {"schema": EVENT_SCHEMA}}).table.columns)
 
 
 def settings_file(directory: Path, *, schema: list[dict[str, Any]] | None = None, **sections: Any) -> Path:

@@ -11,10 +11,11 @@ import gzip
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 from hypothesis import strategies as st
+
+from tests.helpers import event
 
 NDJSON = "application/x-ndjson"
 JSON = "application/json"
@@ -26,10 +27,6 @@ class Body:
     data: bytes
     content_type: str
     content_encoding: str | None = None
-
-
-def _row(i: int) -> dict[str, Any]:
-    return {"id": i, "ts": "2024-05-01T10:00:00+00:00", "day": "2024-05-01", "user": f"u{i}"}
 
 
 # Fragments spliced into a JSON row: each is a kind of value the reader or the diagnosis must survive.
@@ -56,7 +53,7 @@ _HOSTILE_VALUES = [
 @st.composite
 def hostile_row(draw: st.DrawFn, i: int) -> bytes:
     """One NDJSON line: a valid row, or one with a hostile value, duplicate key or many fields."""
-    row = json.dumps(_row(i))
+    row = json.dumps(event(i))
     kind = draw(st.sampled_from(["valid", "value", "duplicate", "many", "unknown"]))
     if kind == "valid":
         return row.encode()

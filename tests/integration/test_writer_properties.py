@@ -13,15 +13,13 @@ from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deltaingest.config import Settings
 from deltaingest.ingest.decode import DecodeOptions, decode
-from deltaingest.table.schema import arrow_schema
-from tests.helpers import EVENT_SCHEMA, WriterProcess, post, settings_file, start_writers
+from tests.helpers import EVENT_ARROW_SCHEMA as SCHEMA
+from tests.helpers import WriterProcess, post, settings_file, start_writers
 from tests.mutations import Body, bodies
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = arrow_schema(Settings.model_validate({"table": {"schema": EVENT_SCHEMA}}).table.columns)
 ANSWERS = {200, 400, 408, 413, 415, 422}
 MAX_BYTES = 4 * 1024 * 1024
 _sequences = itertools.count()

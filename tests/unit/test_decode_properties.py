@@ -5,14 +5,11 @@ from __future__ import annotations
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 
-from deltaingest.config import Settings
 from deltaingest.ingest.decode import DecodeOptions, decode
 from deltaingest.ingest.errors import IngestError
-from deltaingest.table.schema import arrow_schema
-from tests.helpers import EVENT_SCHEMA
+from tests.helpers import EVENT_ARROW_SCHEMA as SCHEMA
 from tests.mutations import Body, bodies
 
-SCHEMA = arrow_schema(Settings.model_validate({"table": {"schema": EVENT_SCHEMA}}).table.columns)
 CLIENT_ERRORS = {400, 413, 415, 422}
 
 

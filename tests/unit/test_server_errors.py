@@ -67,3 +67,19 @@ def test_an_insane_request_id_is_replaced_and_aiohttp_answers_are_json() -> None
     server.close()
     assert status == 404 and body["error"] == "Not Found"
     assert headers["x-request-id"] == body["requestId"] and len(body["requestId"]) == 32
+
+
+def test_a_method_not_allowed_keeps_its_allow_header() -> None:
+    """RFC 9110 15.5.6: a 405 lists the allowed methods; the JSON rewrite must keep aiohttp's Allow."""
+    server = _server()
+
+    async def run() -> tuple[int, dict[str, Any], dict[str, str]]:
+        async with TestClient(TestServer(server.app())) as client:
+            response = await client.delete("/v1/ingest")
+            return response.status, await response.json(), {k.lower(): v for k, v in response.headers.items()}
+
+    status, body, headers = asyncio.run(run())
+    server.close()
+    assert status == 405 and body["error"] == "Method Not Allowed"
+    assert "POST" in headers["allow"]
+    assert headers["content-type"].startswith("application/json")

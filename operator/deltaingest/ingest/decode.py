@@ -185,33 +185,18 @@ def diagnose_json(
     except UnicodeDecodeError as err:
         return BadRequest(f"body is not UTF-8: {err}")
     rows: list[tuple[int, Any]] = []
-    if array:
-        if (depth := json_depth(text)) > MAX_JSON_DEPTH:
-            return BadRequest(f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
-        try:
-            parsed = json.loads(text, parse_constant=_refuse_constant)
-        except json.JSONDecodeError as err:
-            return BadRequest(f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}")
-        except ValueError as err:  # NaN/Infinity, or an integer longer than Python converts
-            return BadRequest(f"invalid JSON: {err}")
-        if not isinstance(parsed, list):
-            return BadRequest("an application/json body must be an array of objects (or a single object)")
-        rows = list(enumerate(parsed, start=1))
-    else:
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            if (depth := json_depth(line)) > MAX_JSON_DEPTH:
-                return BadRequest(
-                    f"row {number}: JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted",
-                    row=number,
-                )
-            try:
-                rows.append((number, json.loads(line, parse_constant=_refuse_constant)))
-            except json.JSONDecodeError as err:
-                return BadRequest(f"row {number}: invalid JSON at column {err.colno}: {err.msg}", row=number)
-            except ValueError as err:
-                return BadRequest(f"row {number}: invalid JSON: {err}", row=number)
+    try:
+        if array:
+            parsed = _parse_json(text, row=None)
+            if not isinstance(parsed, list):
+                return BadRequest("an application/json body must be an array of objects (or a single object)")
+            rows = list(enumerate(parsed, start=1))
+        else:
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    rows.append((number, _parse_json(line, row=number)))
+    except BadRequest as err:
+        return err
     for number, row in rows:
         problem = _check_object(row, list(schema), options, prefix="")
         if problem is not None:
@@ -219,6 +204,22 @@ def diagnose_json(
             where = f"row {number}, field '{field}'" if field else f"row {number}"
             return Unprocessable(f"{where}: {message}", row=number, field=field or None)
     return Unprocessable(f"the data does not fit the table schema: {fallback}")
+
+
+def _parse_json(text: str, *, row: int | None) -> Any:
+    """One JSON document: the whole body (``row`` None) or NDJSON row ``row``; ``BadRequest`` naming it."""
+    where = "" if row is None else f"row {row}: "
+    if (depth := json_depth(text)) > MAX_JSON_DEPTH:
+        raise BadRequest(
+            f"{where}JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted", row=row
+        )
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as err:
+        position = f"column {err.colno}" if row is not None else f"line {err.lineno} column {err.colno}"
+        raise BadRequest(f"{where}invalid JSON at {position}: {err.msg}", row=row) from None
+    except ValueError as err:  # NaN/Infinity, or an integer longer than Python converts
+        raise BadRequest(f"{where}invalid JSON: {err}", row=row) from None
 
 
 def json_depth(text: str) -> int:

@@ -179,8 +179,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as err:  # aiohttp's own answers (404, 405, 413 ...): same shape as ours
         if err.status < 400:
             raise
+        # Keep what the answer means beyond its status (a 405's Allow), not its plain-text body's framing.
+        kept = {k: v for k, v in err.headers.items() if k.lower() not in ("content-type", "content-length")}
         return web.json_response(
-            {"error": err.reason, "requestId": request_id}, status=err.status, headers=headers
+            {"error": err.reason, "requestId": request_id}, status=err.status, headers={**kept, **headers}
         )
     except Exception:
         log.exception(
