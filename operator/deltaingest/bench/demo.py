@@ -22,7 +22,7 @@ import yaml
 from deltalake import DeltaTable
 
 from deltaingest.bench.stats import latency_ms
-from deltaingest.bench.writer import SCHEMA, drive, metric, wait_ready
+from deltaingest.bench.writer import NDJSON, SCHEMA, client_bodies, drive, metric, wait_ready
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
 from deltaingest.table.facts import active_files
 from deltaingest.table.storage import storage_options
@@ -77,7 +77,9 @@ def _run_daemon(
         try:
             wait_ready(f"http://127.0.0.1:{port}/readyz", process)
             url = f"http://127.0.0.1:{port}/v1/ingest"
-            latencies, errors, elapsed = drive(url, args.clients, args.seconds, args.rows)
+            latencies, errors, elapsed = drive(
+                url, client_bodies(args.clients, args.rows), NDJSON, args.seconds
+            )
             print("[demo] load done; waiting for compaction of the idle table and a vacuum", flush=True)
             metrics = _after_next_runs(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:

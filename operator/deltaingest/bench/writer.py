@@ -179,8 +179,7 @@ def bench_http(
     arrow: bool = False,
 ) -> dict[str, Any]:
     """Throughput under ``clients`` concurrent HTTP clients for ``seconds``: NDJSON, or Arrow IPC streams."""
-    encode = _arrow_ipc if arrow else _ndjson
-    bodies = [encode(c * 1_000_000_000, rows) for c in range(clients)]
+    bodies = client_bodies(clients, rows, arrow=arrow)
     with serve(uri, env, locking, workdir, naive=naive) as (url, metrics_url):
         latencies, errors, elapsed = drive(url, bodies, ARROW_STREAM_TYPE if arrow else NDJSON, seconds)
         if metrics_url is None:
@@ -250,6 +249,12 @@ def stage_means_ms(text: str) -> dict[str, float]:
     return {
         stage: round(sums[stage] / counts[stage] * 1000, 2) for stage in sorted(sums) if counts.get(stage)
     }
+
+
+def client_bodies(clients: int, rows: int, *, arrow: bool = False) -> list[bytes]:
+    """One request body per client, NDJSON or an Arrow IPC stream, with ids no other client uses."""
+    encode = _arrow_ipc if arrow else _ndjson
+    return [encode(c * 1_000_000_000, rows) for c in range(clients)]
 
 
 def drive(
