@@ -27,7 +27,7 @@ LEASE = 1.0
 
 
 @pytest.fixture
-def locks(moto: MotoDynamoDB, lock_table: str) -> Iterator[list[DynamoDBLock]]:
+def locks(moto: MotoDynamoDB, cloud_env: dict[str, str], lock_table: str) -> Iterator[list[DynamoDBLock]]:
     ensure_lock_table(dynamodb_client(endpoint=moto.endpoint, region="us-east-1"), lock_table)
     made: list[DynamoDBLock] = []
     yield made
