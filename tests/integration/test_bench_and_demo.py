@@ -36,6 +36,11 @@ def test_bench_writer_reports_every_section(tmp_path: Path) -> None:
     for run in acks.values():
         assert run["ack_ms"]["n"] == 3
         assert set(run["stage_mean_ms"]) == {"decode", "queue_wait", "lock", "catch_up", "write"}
+    wire = results["acks_seaweedfs_wire"]
+    assert wire["ack_ms"]["n"] == 3
+    # each acknowledgement PUT one data file and one commit file, through the proxy
+    assert wire["wire_calls_per_ack"]["data_put"] == 1 and wire["wire_calls_per_ack"]["log_put"] == 1
+    assert "write_off_wire_mean_ms" in wire
     floor = results["floor_seaweedfs"]
     for step in ("json_parse", "parquet_encode", "data_put", "log_put_if_none_match", "log_list"):
         assert floor[step]["n"] == 3

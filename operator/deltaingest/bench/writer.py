@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
 import json
 import os
@@ -17,7 +18,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from deltalake import DeltaTable, write_deltalake
 from prometheus_client.parser import text_string_to_metric_families
 
 from deltaingest.bench.floor import FLOOR_STEPS, measure_floor
+from deltaingest.bench.s3trace import S3Trace, s3_trace
 from deltaingest.bench.stats import latency_ms
 from deltaingest.config import Settings
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
@@ -46,6 +48,8 @@ SCHEMA = [
     {"name": "tags", "type": "array<string>"},
 ]
 NDJSON = "application/x-ndjson"
+# The traced run leaves checkpoints out: the checkpointer's requests would land in the acks' windows.
+_NO_CHECKPOINT = 1_000_000_000
 TARGETS = {
     "s3_p99_ms": 100.0,
     "p99_speedup_vs_naive": 3.0,
@@ -135,7 +139,13 @@ def bench_committer(uri: str, locking: dict[str, Any], commits: int, rows: int) 
 
 @contextmanager
 def serve(
-    uri: str, env: dict[str, str], locking: dict[str, Any], workdir: Path, *, naive: bool = False
+    uri: str,
+    env: dict[str, str],
+    locking: dict[str, Any],
+    workdir: Path,
+    *,
+    naive: bool = False,
+    writer: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, str | None]]:
     """A writer process (or, with ``naive``, the naive baseline server): its ingest and metrics URLs."""
     port, metrics_port = free_port(), free_port()
@@ -145,7 +155,9 @@ def serve(
         command = ["-m", "deltaingest.bench.naive_server", "--table", uri, "--port", str(port)]
     else:
         config = workdir / f"writer-{port}.yaml"
-        config.write_text(yaml.safe_dump({"table": {"schema": SCHEMA}, "locking": locking}))
+        config.write_text(
+            yaml.safe_dump({"table": {"schema": SCHEMA}, "writer": writer or {}, "locking": locking})
+        )
         command = [
             "-m", "deltaingest", "--log-level", "WARNING", "writer", "--table", uri, "--config", str(config),
             "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
@@ -203,22 +215,39 @@ def bench_http(
 
 
 def bench_acks(
-    uri: str, env: dict[str, str], locking: dict[str, Any], *, requests: int, rows: int, workdir: Path
+    uri: str,
+    env: dict[str, str],
+    locking: dict[str, Any],
+    *,
+    requests: int,
+    rows: int,
+    workdir: Path,
+    wire: bool = False,
 ) -> dict[str, Any]:
     """One producer posting ``requests`` NDJSON bodies one after another on a keep-alive connection: the
-    acknowledgement latency and, from the writer's ``commit_stage_seconds``, where it went."""
+    acknowledgement latency and, from the writer's ``commit_stage_seconds``, where it went.
+
+    With ``wire`` the writer reaches S3 through the timing proxy, which splits the write stage into its
+    requests; checkpoints are then left out, so that every request in an acknowledgement's window is its own.
+    """
     bodies = [_ndjson(i * rows, rows) for i in range(requests)]
-    with serve(uri, env, locking, workdir) as (url, metrics_url):
+    with ExitStack() as stack:
+        trace = None
+        if wire:
+            endpoint, trace = stack.enter_context(s3_trace(env["AWS_ENDPOINT_URL"]))
+            env = {**env, "AWS_ENDPOINT_URL": endpoint}
+        writer = {"checkpointEvery": _NO_CHECKPOINT} if wire else None
+        url, metrics_url = stack.enter_context(serve(uri, env, locking, workdir, writer=writer))
         parts = urllib.parse.urlsplit(url)
         connection = http.client.HTTPConnection(parts.netloc, timeout=120)
-        latencies = []
+        windows = []
         try:
             for body in bodies:
                 started = time.perf_counter()
                 connection.request("POST", parts.path, body=body, headers={"Content-Type": NDJSON})
                 response = connection.getresponse()
                 response.read()
-                latencies.append(time.perf_counter() - started)
+                windows.append((started, time.perf_counter()))
                 if response.status != 200:
                     raise RuntimeError(f"ingest answered {response.status}")
         finally:
@@ -226,10 +255,31 @@ def bench_acks(
         assert metrics_url is not None
         with urllib.request.urlopen(metrics_url) as response:
             stages = stage_means_ms(response.read().decode())
-    return {
+    result: dict[str, Any] = {
         "lock": lock_kind(Settings.model_validate({"locking": locking}).locking, uri),
-        "ack_ms": latency_ms(latencies),
+        "ack_ms": latency_ms([end - start for start, end in windows]),
         "stage_mean_ms": stages,
+    }
+    if trace is not None:
+        result.update(wire_breakdown(trace, windows, stages.get("write", 0.0)))
+    return result
+
+
+def wire_breakdown(trace: S3Trace, windows: list[tuple[float, float]], write_ms: float) -> dict[str, Any]:
+    """Per acknowledgement: mean milliseconds and calls by kind of S3 request, and what the write stage
+    spends off the wire (delta-rs' planning, Parquet encoding, log replay)."""
+    totals: dict[str, float] = collections.defaultdict(float)
+    counts: dict[str, int] = collections.defaultdict(int)
+    for start, end in windows:
+        for call in trace.between(start, end):
+            totals[call.kind] += call.seconds
+            counts[call.kind] += 1
+    n = max(len(windows), 1)
+    wire_ms = {kind: round(totals[kind] / n * 1000, 2) for kind in sorted(totals)}
+    return {
+        "wire_mean_ms": wire_ms,
+        "wire_calls_per_ack": {kind: round(counts[kind] / n, 2) for kind in sorted(counts)},
+        "write_off_wire_mean_ms": round(write_ms - sum(wire_ms.values()), 2),
     }
 
 
@@ -362,6 +412,14 @@ def run(args: argparse.Namespace) -> int:
                 )
                 for name, locking in (("unlocked", {"kind": "auto"}), ("dynamodb_lease", dynamo))
             }
+            print(
+                "[bench] the write stage on the wire: the unlocked run again, through a timing proxy",
+                flush=True,
+            )
+            report["results"]["acks_seaweedfs_wire"] = bench_acks(
+                f"{s3_base}/acks-wire", env, {"kind": "auto"}, requests=args.commits, rows=args.rows,
+                workdir=workdir, wire=True,
+            )  # fmt: skip
             print("[bench] the floor: the same requests done bare", flush=True)
             report["results"]["floor_seaweedfs"] = measure_floor(
                 s3.env(), "bench", f"{s3_base.removeprefix('s3://bench/')}/floor", _ndjson(0, args.rows),
@@ -459,6 +517,18 @@ def _summary(report: dict[str, Any]) -> str:
     for name, r in acks.items():
         cells = "  ".join(f"{r['stage_mean_ms'].get(stage, 0.0):10.2f}" for stage in stages)
         lines.append(f"    {name:18s} {cells}")
+    wire = report["results"]["acks_seaweedfs_wire"]
+    lines.append(
+        "    the write stage of the unlocked run, on the wire (mean ms and calls per ack, via a timing proxy;"
+        f" write stage {wire['stage_mean_ms'].get('write', 0.0)} ms there):"
+    )
+    lines.append(
+        "      "
+        + ", ".join(
+            f"{kind} {ms} ({wire['wire_calls_per_ack'][kind]}x)" for kind, ms in wire["wire_mean_ms"].items()
+        )
+        + f"; off the wire (delta-rs planning, encoding, log replay) {wire['write_off_wire_mean_ms']}"
+    )
     lines.append("  The floor, the same steps done bare in this run (p50 / p99 ms):")
     lines.append(
         "    " + ", ".join(f"{step} {floor[step]['p50']} / {floor[step]['p99']}" for step in FLOOR_STEPS)
