@@ -2,8 +2,9 @@
 
 The writer's data-file PUT and its log PUT happen inside one delta-rs call, so the writer cannot time them
 apart; this proxy sees each request. It forwards bytes and headers unchanged (SigV4 signs the Host header,
-which therefore stays the proxy's), so it only adds one loopback hop per request: the bench uses it for the
-breakdown run, never for the latency targets.
+which therefore stays the proxy's). A call is timed from the proxy's request upstream to the end of the
+answer: what the writer would wait for without the proxy. The proxy's own hop slows the traced writer, so
+the bench uses it for the breakdown only, never for the latency targets.
 """
 
 from __future__ import annotations
@@ -63,10 +64,9 @@ class S3Trace:
             return [c for c in self.calls if start <= c.started < end]
 
     async def _forward(self, request: web.Request, session: aiohttp.ClientSession) -> web.StreamResponse:
-        # Timed from the request's arrival, so the proxy's own hop counts as wire time, not the writer's.
-        started = time.perf_counter()
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
+        started = time.perf_counter()
         async with session.request(
             request.method,
             self.upstream + request.rel_url.raw_path_qs,
