@@ -523,8 +523,8 @@ def _summary(report: dict[str, Any]) -> str:
         lines.append(f"    {name:18s} {cells}")
     wire = report["results"]["acks_seaweedfs_wire"]
     lines.append(
-        "    the unlocked write stage on the wire (mean ms and calls per ack, timed by a proxy in a second run;"
-        " the rest is the write stage less these):"
+        "    the unlocked write stage on the wire (mean ms and calls per ack; a proxy times them in a"
+        " second run; the rest is the write stage less these):"
     )
     lines.append(
         "      "
