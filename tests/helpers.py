@@ -95,7 +95,10 @@ def get(url: str, timeout: float = 10) -> Response:
             except ValueError:
                 return Response(response.status, {"text": raw.decode()})
     except urllib.error.HTTPError as err:
-        return Response(err.code, {})
+        try:
+            return Response(err.code, json.loads(err.read()), dict(err.headers))
+        except ValueError:
+            return Response(err.code, {}, dict(err.headers))
 
 
 def ndjson(rows: list[dict[str, Any]]) -> bytes:

@@ -51,6 +51,28 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _send_arguments(send: argparse.ArgumentParser) -> None:
+    send.add_argument(
+        "--url", action="append", required=True, help="writer base URL (repeat for failover across replicas)"
+    )
+    send.add_argument("--producer-id", required=True, help="exactly-once id; the same id resumes the upload")
+    send.add_argument("--input", required=True, help="NDJSON file, or - for standard input")
+    send.add_argument("--batch-rows", type=int, default=10_000, help="lines per request (default 10000)")
+    send.add_argument(
+        "--token-env",
+        default="DELTAINGEST_TOKEN",
+        help="environment variable holding the writers' bearer token, if they need one (default %(default)s)",
+    )
+    send.add_argument("--gzip", action="store_true", help="compress the requests")
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)")
+    send.add_argument(
+        "--delivery-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to keep retrying one batch across the URLs before giving up (default 120)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deltaingest", description="Real-time ingest into Delta Lake tables, and their upkeep."
@@ -78,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="exactly-once id: re-running the same input with the same id writes nothing twice",
     )
 
+    _send_arguments(
+        commands.add_parser(
+            "send",
+            help="upload NDJSON to writers over HTTP, exactly once; run it again to resume after a crash",
+        )
+    )
     daemon = commands.add_parser("daemon", help="the writer plus the compaction and vacuum loops")
     _table_arguments(daemon)
     daemon.add_argument("--host", help="listen address (default 0.0.0.0)")
@@ -270,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "operator":
             return run_operator_command(args)
+        if args.command == "send":
+            return send_file(args)
         settings = settings_from(args)
         if args.command == "writer":
             from deltaingest.ingest.service import serve  # noqa: PLC0415 (keeps `--help` fast)
@@ -416,15 +446,61 @@ def write_file(settings: Settings, args: argparse.Namespace) -> int:
         writer.close()
 
 
+def send_file(args: argparse.Namespace) -> int:
+    """``send``: each batch's sequence is the number of its last line, so a run resumes after the line the
+    table holds (whatever the batch size was): killed midway and run again, it sends only the rest."""
+    from deltaingest.client import DeliveryFailed, Producer, ProducerFailed, Rejected  # noqa: PLC0415
+
+    if args.batch_rows < 1:
+        raise ValueError("--batch-rows must be at least 1")
+    producer = Producer(
+        args.url,
+        args.producer_id,
+        token=os.environ.get(args.token_env) or None,
+        timeout=args.timeout,
+        delivery_timeout=args.delivery_timeout,
+        compress=args.gzip,
+    )
+    summary: dict[str, Any] = {"producerId": args.producer_id, "batches": 0, "rows": 0, "duplicateBatches": 0}
+    try:
+        with producer, _open_input(args.input) as stream:
+            committed = producer.committed()
+            summary["resumedAfterLine"] = committed
+            for first_line, chunk in _chunks(stream, args.batch_rows, skip=committed or 0):
+                lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+                last_line = first_line + lines - 1
+                if not chunk.strip():
+                    continue
+                try:
+                    ack = producer.send(chunk, sequence=last_line)
+                except Rejected as err:
+                    row = err.body.get("row")
+                    where = f" (line {first_line + row - 1})" if isinstance(row, int) else ""
+                    print(f"deltaingest: error: {err}{where}; nothing from line {first_line} on was sent",
+                          file=sys.stderr)  # fmt: skip
+                    return EXIT_USAGE
+                summary["batches"] += 1
+                summary["rows"] += ack.rows
+                summary["duplicateBatches"] += ack.duplicate
+                summary.update(lastLine=last_line, version=ack.version)
+    except (DeliveryFailed, ProducerFailed) as err:
+        print(f"deltaingest: error: {err}; run again with the same --producer-id to resume", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(summary))
+    return 0
+
+
 def _open_input(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
     return contextlib.nullcontext(sys.stdin.buffer) if name == "-" else open(name, "rb")
 
 
-def _chunks(stream: IO[bytes], rows: int) -> Iterator[tuple[int, bytes]]:
-    """Groups of ``rows`` lines with the 1-based number of each group's first line."""
+def _chunks(stream: IO[bytes], rows: int, *, skip: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Groups of ``rows`` lines with the 1-based number of each group's first line, after ``skip`` lines."""
     lines: list[bytes] = []
     first = 1
     for number, line in enumerate(stream, start=1):
+        if number <= skip:
+            continue
         if not lines:
             first = number
         lines.append(line)

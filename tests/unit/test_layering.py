@@ -19,6 +19,9 @@ RULES = [
     ("config.py", ("deltaingest.delta_types",), ("deltaingest",)),
     ("table/*.py", (), ("deltaingest.maintenance", "deltaingest.ingest", "deltaingest.k8s")),
     ("maintenance/*.py", (), ("deltaingest.ingest", "deltaingest.k8s")),
+    ("protocol.py", (), ("deltaingest",)),
+    # The producer's library: the HTTP contract and nothing of the writer's insides.
+    ("client/*.py", ("deltaingest.client", "deltaingest.protocol"), ("deltaingest",)),
 ]
 
 

@@ -33,9 +33,9 @@ from deltaingest.bench.stats import latency_ms
 from deltaingest.config import Settings
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
 from deltaingest.ingest.committer import Batch
-from deltaingest.ingest.decode import ARROW_STREAM_TYPE
 from deltaingest.ingest.service import open_writer
 from deltaingest.locking.factory import lock_kind
+from deltaingest.protocol import ARROW_STREAM_TYPE, NDJSON_TYPE
 from deltaingest.table.hot import open_table
 from deltaingest.table.storage import storage_options
 
@@ -47,7 +47,7 @@ SCHEMA = [
     {"name": "value", "type": "double"},
     {"name": "tags", "type": "array<string>"},
 ]
-NDJSON = "application/x-ndjson"
+NDJSON = NDJSON_TYPE
 # The traced run leaves checkpoints out: the checkpointer's requests would land in the acks' windows.
 _NO_CHECKPOINT = 1_000_000_000
 TARGETS = {

@@ -30,12 +30,8 @@ from deltaingest.ingest.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from deltaingest.protocol import ARROW_STREAM_TYPE, JSON_TYPE, NDJSON_TYPES
 
-NDJSON_TYPES = frozenset(
-    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
-)
-JSON_TYPE = "application/json"
-ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 # Every error Arrow raises for bad data, including OSError ("Invalid IPC stream") and out-of-memory for
 # absurd declared lengths: all of them mean the body is wrong, not the writer.
 _ARROW_ERRORS = (pa.ArrowException, OSError, MemoryError)

@@ -22,14 +22,18 @@ from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.decode import DecodeOptions, decode
 from deltaingest.ingest.errors import BadRequest, IngestError, Overloaded, PayloadTooLarge, RequestTimeout
 from deltaingest.metrics import Metrics
-from deltaingest.table.hot import HotTable
+from deltaingest.protocol import (
+    INGEST_PATH,
+    MAX_SEQUENCE,
+    PRODUCER_HEADER,
+    PRODUCERS_PATH,
+    REQUEST_ID_HEADER,
+    SEQUENCE_HEADER,
+    producer_id_problem,
+)
+from deltaingest.table.hot import HotTable, LatestView
 
 log = logging.getLogger(__name__)
-
-PRODUCER_HEADER = "X-Producer-Id"
-SEQUENCE_HEADER = "X-Sequence"
-_MAX_PRODUCER_ID = 200
-_MAX_SEQUENCE = 2**63 - 1
 
 
 class IngestServer:
@@ -56,10 +60,14 @@ class IngestServer:
         self.ready = False
         # Decoding is CPU work in Arrow (GIL released); off the event loop so health checks stay quick.
         self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+        # Reads of the latest version have their own loaded table and thread: never the committer's.
+        self._latest = LatestView(table.uri, table.options)
+        self._readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="latest")
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._spec.max_request_bytes, middlewares=[json_errors])
-        app.router.add_post("/v1/ingest", self.ingest)
+        app.router.add_post(INGEST_PATH, self.ingest)
+        app.router.add_get(PRODUCERS_PATH + "/{producer:.+}", self.producer_info)
         app.router.add_get("/v1/table", self.table_info)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -150,6 +158,18 @@ class IngestServer:
             }
         )
 
+    async def producer_info(self, request: web.Request) -> web.Response:
+        """A producer's last committed sequence, read from the table's latest version (so any replica
+        answers the same): where a restarted producer resumes."""
+        self._authorize(request)
+        producer = request.match_info["producer"]
+        if (problem := producer_id_problem(producer)) is not None:
+            raise BadRequest(problem)
+        sequence, version = await asyncio.get_running_loop().run_in_executor(
+            self._readers, self._latest.transaction, producer
+        )
+        return web.json_response({"producerId": producer, "sequence": sequence, "version": version})
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -160,9 +180,9 @@ class IngestServer:
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
 
 
-REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -176,6 +196,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     headers = {REQUEST_ID_HEADER: request_id}
     try:
         response = await handler(request)
+    except IngestError as err:  # raised by a handler other than ingest, which answers its own
+        return web.json_response(
+            err.body() | {"requestId": request_id},
+            status=err.status,
+            headers={**_retry_after(err), **headers},
+        )
     except web.HTTPException as err:  # aiohttp's own answers (404, 405, 413 ...): same shape as ours
         if err.status < 400:
             raise
@@ -207,17 +233,15 @@ def _identity(request: web.Request) -> tuple[str | None, int | None]:
         return None, None
     if not producer or raw_sequence is None:
         raise BadRequest(f"{PRODUCER_HEADER} and {SEQUENCE_HEADER} must be sent together")
-    if len(producer) > _MAX_PRODUCER_ID or producer.startswith("deltaingest-"):
-        raise BadRequest(
-            f"{PRODUCER_HEADER} must be at most {_MAX_PRODUCER_ID} characters, not 'deltaingest-*'"
-        )
+    if (problem := producer_id_problem(producer)) is not None:
+        raise BadRequest(f"{PRODUCER_HEADER}: {problem}")
     try:
         sequence = int(raw_sequence)
     except ValueError:
         raise BadRequest(f"{SEQUENCE_HEADER} must be an integer, got {raw_sequence!r}") from None
-    if not 0 <= sequence <= _MAX_SEQUENCE:
+    if not 0 <= sequence <= MAX_SEQUENCE:
         # Delta stores it as a long; refusing it here keeps one bad header from failing a whole group.
-        raise BadRequest(f"{SEQUENCE_HEADER} must be between 0 and {_MAX_SEQUENCE}")
+        raise BadRequest(f"{SEQUENCE_HEADER} must be between 0 and {MAX_SEQUENCE}")
     return producer, sequence
 
 

@@ -131,3 +131,26 @@ class HotTable:
         if schema != self.schema:
             log.info("table schema changed to %s", schema)
             self.schema = schema
+
+
+class LatestView:
+    """A second loaded copy of the table, brought to the latest version on each read.
+
+    For answers that must hold across replicas (a producer's committed sequence): the committer's table is
+    only as new as this process's last commit. Loaded on first use; calls are serialized.
+    """
+
+    def __init__(self, uri: str, options: dict[str, str]) -> None:
+        self._uri = uri
+        self._options = options
+        self._table: DeltaTable | None = None
+        self._guard = threading.Lock()
+
+    def transaction(self, app_id: str) -> tuple[int | None, int]:
+        """The latest ``txn`` version of ``app_id`` (None if it never committed), and the table version."""
+        with self._guard:
+            if self._table is None:
+                self._table = DeltaTable(self._uri, storage_options=self._options)
+            else:
+                self._table.update_incremental()
+            return self._table.transaction_version(app_id), int(self._table.version())
