@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from aiohttp import web
 from deltalake import DeltaTable
 
-from deltaingest.client import AsyncProducer, Producer, ProducerFailed, Rejected
+from deltaingest.client import AsyncProducer, DeliveryFailed, Producer, ProducerFailed, Rejected
 from deltaingest.devservers import free_port
 from tests.helpers import (
     WriterProcess,
@@ -159,8 +160,6 @@ def scripted() -> Iterator[tuple[str, Scripted]]:
     port = free_port()
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-    import threading  # noqa: PLC0415
-
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{port}", script
@@ -186,7 +185,7 @@ def test_an_unacknowledged_batch_stops_the_producer(scripted: tuple[str, Scripte
     url, script = scripted
     script.answers = [(503, {"Retry-After": "1"})] * 5
     with Producer(url, "p", delivery_timeout=1.5) as producer:
-        with pytest.raises(Exception, match="not delivered within 1.5 s"):
+        with pytest.raises(DeliveryFailed, match=r"not delivered within 1\.5 s"):
             producer.send([event(1)], sequence=1)
         with pytest.raises(ProducerFailed):  # sending 2 now could let a late commit of 1 look like a retry
             producer.send([event(2)], sequence=2)
