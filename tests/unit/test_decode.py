@@ -229,3 +229,22 @@ def test_arrow_null_in_required_column_names_row() -> None:
 )
 def test_safe_widening(source: pa.DataType, target: pa.DataType, safe: bool) -> None:
     assert is_safe_widening(source, target) is safe
+
+
+@pytest.mark.parametrize("price", ["100000000", '"100000000"', "-100000000.5", "1e9", '"123456789012"'])
+def test_a_decimal_with_more_integer_digits_than_its_precision_is_refused_in_json(price: str) -> None:
+    # Arrow's JSON reader does not enforce decimal(10,2)'s 8 integer digits; Parquet would store it corrupt.
+    with pytest.raises(Unprocessable) as caught:
+        _decode(b'{"id": 1, "price": %s}\n' % price.encode())
+    assert caught.value.detail == {"row": 1, "field": "price"}
+
+
+def test_a_decimal_that_overflows_its_precision_is_refused_in_an_arrow_stream() -> None:
+    wide = pa.array([decimal.Decimal("99999999.99"), decimal.Decimal("123456789.00")], pa.decimal128(12, 2))
+    narrow = wide.cast(pa.decimal128(10, 2), safe=False)  # an IPC stream can carry such values
+    incoming = pa.table({"id": pa.array([1, 2], pa.int64()), "price": narrow})
+    with pytest.raises(BadRequest, match="precision"):  # the stream's full validation refuses it
+        _decode(_ipc(incoming), "application/vnd.apache.arrow.stream")
+    assert _decode(b'{"id": 1, "price": -99999999.99}\n').column("price").to_pylist() == [
+        decimal.Decimal("-99999999.99")
+    ]

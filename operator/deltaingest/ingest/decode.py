@@ -168,8 +168,23 @@ def _from_wire(raw: pa.Table, schema: pa.Schema) -> pa.Table:
             column = pc.cast(wire, field.type, safe=True)
         if not field.nullable and column.null_count:
             raise pa.ArrowInvalid(f"null in non-nullable column {field.name}")
+        if pa.types.is_decimal(field.type) and decimal_overflow(column, field.type):
+            raise pa.ArrowInvalid(f"a value of {field.name} does not fit {type_name(field.type)}")
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def decimal_overflow(column: pa.ChunkedArray, dtype: pa.Decimal128Type) -> bool:
+    """Whether a value holds more integer digits than ``dtype`` has room for.
+
+    Arrow's JSON reader does not enforce a decimal's precision, and Parquet would store the value anyway,
+    corrupt for every reader. (An IPC stream's full validation refuses such values itself.)"""
+    digits = dtype.precision - dtype.scale
+    if dtype.precision >= 38:  # the limit itself would not fit; decimal128 holds no more anyway
+        return False
+    wide = pa.decimal128(38, dtype.scale)
+    limit = pa.scalar(decimal.Decimal(10) ** digits, wide)
+    return bool(pc.any(pc.greater_equal(pc.abs(pc.cast(column, wide)), limit)).as_py())
 
 
 def diagnose_json(
