@@ -15,12 +15,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from deltaingest import __version__
 from deltaingest.config import WriterSpec
 from deltaingest.delta_types import type_name
 from deltaingest.ingest.batcher import GroupCommitter
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.decode import DecodeOptions, decode
 from deltaingest.ingest.errors import BadRequest, IngestError, Overloaded, PayloadTooLarge, RequestTimeout
+from deltaingest.ingest.openapi import OPENAPI_PATH, openapi_document
 from deltaingest.metrics import Metrics
 from deltaingest.protocol import (
     INGEST_PATH,
@@ -69,6 +71,7 @@ class IngestServer:
         app.router.add_post(INGEST_PATH, self.ingest)
         app.router.add_get(PRODUCERS_PATH + "/{producer:.+}", self.producer_info)
         app.router.add_get("/v1/table", self.table_info)
+        app.router.add_get(OPENAPI_PATH, self.openapi)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         return app
@@ -169,6 +172,15 @@ class IngestServer:
             self._readers, self._latest.transaction, producer
         )
         return web.json_response({"producerId": producer, "sequence": sequence, "version": version})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        document = openapi_document(
+            self._table.schema,
+            unknown_fields=self._spec.unknown_fields,
+            auth=self._auth is not None,
+            version=__version__,
+        )
+        return web.json_response(document)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
