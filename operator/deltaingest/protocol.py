@@ -3,6 +3,8 @@ rules for a producer's identity. Pure: no I/O, no imports from the rest of the p
 
 from __future__ import annotations
 
+import re
+
 INGEST_PATH = "/v1/ingest"
 PRODUCERS_PATH = "/v1/producers"
 
@@ -20,6 +22,9 @@ MAX_PRODUCER_ID = 200
 MAX_SEQUENCE = 2**63 - 1
 # The writer's own txn app ids start with this; a producer must not collide with them.
 RESERVED_PREFIX = "deltaingest-"
+# Control characters but the tab, which a header value may hold (RFC 9110, 5.5).
+PRODUCER_ID_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]+$"
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def producer_id_problem(producer: str) -> str | None:
@@ -28,4 +33,6 @@ def producer_id_problem(producer: str) -> str | None:
         return "a producer id must not be empty"
     if len(producer) > MAX_PRODUCER_ID or producer.startswith(RESERVED_PREFIX):
         return f"a producer id must be at most {MAX_PRODUCER_ID} characters, not '{RESERVED_PREFIX}*'"
+    if _CONTROL.search(producer):
+        return "a producer id must not hold control characters but tab (no HTTP header carries them)"
     return None

@@ -19,6 +19,7 @@ from deltaingest.protocol import (
     MAX_SEQUENCE,
     NDJSON_TYPE,
     PRODUCER_HEADER,
+    PRODUCER_ID_PATTERN,
     PRODUCERS_PATH,
     REQUEST_ID_HEADER,
     SEQUENCE_HEADER,
@@ -39,6 +40,12 @@ _BODY = (
     "Rows as JSON (one object or an array), NDJSON or an Arrow IPC stream; any of them may be sent with "
     "`Content-Encoding: gzip`. All rows are committed together or none."
 )
+_PRODUCER_ID_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_PRODUCER_ID,
+    "pattern": PRODUCER_ID_PATTERN,
+}
 _INT_BOUNDS = {8: 2**7, 16: 2**15, 32: 2**31, 64: 2**63}
 # What each status means for ingest; every error body is an Error.
 _INGEST_ERRORS = {
@@ -207,7 +214,7 @@ def openapi_document(schema: pa.Schema, *, unknown_fields: str, auth: bool, vers
                             "name": "producerId",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PRODUCER_ID},
+                            "schema": _PRODUCER_ID_SCHEMA,
                         }
                     ],
                     "responses": {
@@ -260,7 +267,7 @@ def openapi_document(schema: pa.Schema, *, unknown_fields: str, auth: bool, vers
                     "name": PRODUCER_HEADER,
                     "in": "header",
                     "description": _PRODUCER_ID,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PRODUCER_ID},
+                    "schema": _PRODUCER_ID_SCHEMA,
                 },
                 "Sequence": {
                     "name": SEQUENCE_HEADER,

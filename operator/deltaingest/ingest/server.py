@@ -69,7 +69,8 @@ class IngestServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._spec.max_request_bytes, middlewares=[json_errors])
         app.router.add_post(INGEST_PATH, self.ingest)
-        app.router.add_get(PRODUCERS_PATH + "/{producer:.+}", self.producer_info)
+        # Any characters, '/' and newlines included, so that a bad id gets its 400 rather than a 404.
+        app.router.add_get(PRODUCERS_PATH + r"/{producer:[\s\S]+}", self.producer_info)
         app.router.add_get("/v1/table", self.table_info)
         app.router.add_get(OPENAPI_PATH, self.openapi)
         app.router.add_get("/healthz", self.healthz)
