@@ -40,10 +40,12 @@ format: setup
 	$(RUN) ruff format operator tests
 	$(RUN) ruff check --fix operator tests
 
-# The CRD is generated from the spec model (operator/deltaingest/k8s/spec.py); a test fails when these drift.
+# The CRD is generated from the spec model (operator/deltaingest/k8s/spec.py), the API document from the
+# writer's code and the example table; a test fails when these drift.
 generate: setup
 	$(RUN) deltaingest crd > crds/deltaingest.io_deltatableingests.yaml
 	cp crds/deltaingest.io_deltatableingests.yaml charts/deltaingest/crds/
+	$(RUN) deltaingest openapi --config examples/events.yaml > docs/openapi.json
 
 bench: setup
 	@mkdir -p .bench

@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("crd", help="print the DeltaTableIngest CustomResourceDefinition (YAML)")
+    openapi = commands.add_parser(
+        "openapi", help="print the writer's OpenAPI document for the table a settings file describes"
+    )
+    openapi.add_argument("--config", type=Path, required=True, help="YAML settings file with table.schema")
     return parser
 
 
@@ -298,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "operator":
             return run_operator_command(args)
+        if args.command == "openapi":
+            return print_openapi(load_settings(args.config))
         if args.command == "send":
             return send_file(args)
         settings = settings_from(args)
@@ -444,6 +450,22 @@ def write_file(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         writer.close()
+
+
+def print_openapi(settings: Settings) -> int:
+    from deltaingest.ingest.openapi import openapi_document  # noqa: PLC0415
+    from deltaingest.table.schema import arrow_schema  # noqa: PLC0415
+
+    if not settings.table.columns:
+        raise ValueError("the settings give no table.schema to describe")
+    document = openapi_document(
+        arrow_schema(settings.table.columns),
+        unknown_fields=settings.writer.unknown_fields,
+        auth=settings.writer.auth_token_env is not None,
+        version=__version__,
+    )
+    print(json.dumps(document, indent=2))
+    return 0
 
 
 def send_file(args: argparse.Namespace) -> int:

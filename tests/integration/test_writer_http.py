@@ -8,6 +8,7 @@ import decimal
 import io
 import json
 import socket
+import urllib.request
 from pathlib import Path
 
 import polars as pl
@@ -320,6 +321,12 @@ def test_local_table_with_auth_token(tmp_path: Path, writers: list[WriterProcess
     assert ok.status == 200
     assert pl.read_delta(uri)["id"].to_list() == [1]
     assert (Path(uri) / "_deltaingest" / "commit.lock").exists()
+    for path in ("/v1/table", "/v1/producers/p"):  # what names the table and its producers needs it too
+        assert get(f"{writer.url}{path}").status == 401
+        request = urllib.request.Request(f"{writer.url}{path}", headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+    assert get(f"{writer.url}/v1/openapi.json").status == 200  # the document itself is public
 
 
 def test_missing_table_without_schema_exits_with_clear_error(

@@ -31,6 +31,7 @@ def _server() -> IngestServer:
         spec=WriterSpec(),
         table=table,
         group=SimpleNamespace(),
+        latest=SimpleNamespace(),
         metrics=Metrics(),
         auth_token=None,  # type: ignore[arg-type]
     )

@@ -229,7 +229,7 @@ def openapi_document(schema: pa.Schema, *, unknown_fields: str, auth: bool, vers
                 "get": {
                     "operationId": "getTable",
                     "summary": "The table's URI, the version this writer last saw, and its columns",
-                    "responses": {"200": _ok("The table.", "Table"), **bug},
+                    "responses": {"200": _ok("The table.", "Table"), **unauthorized, **bug},
                 }
             },
             OPENAPI_PATH: {

@@ -47,6 +47,7 @@ class IngestServer:
         spec: WriterSpec,
         table: HotTable,
         group: GroupCommitter,
+        latest: LatestView,
         metrics: Metrics,
         auth_token: str | None,
     ) -> None:
@@ -63,7 +64,7 @@ class IngestServer:
         # Decoding is CPU work in Arrow (GIL released); off the event loop so health checks stay quick.
         self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
         # Reads of the latest version have their own loaded table and thread: never the committer's.
-        self._latest = LatestView(table.uri, table.options)
+        self._latest = latest
         self._readers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="latest")
 
     def app(self) -> web.Application:
@@ -151,6 +152,7 @@ class IngestServer:
         return nbytes
 
     async def table_info(self, request: web.Request) -> web.Response:
+        self._authorize(request)  # the URI names a bucket and a path: not for anyone who can connect
         return web.json_response(
             {
                 "uri": self._table.uri,

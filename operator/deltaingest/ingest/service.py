@@ -21,7 +21,7 @@ from deltaingest.locking.factory import build_lock, lock_kind
 from deltaingest.locking.lease import Lock, new_holder_id
 from deltaingest.maintenance.checkpoint import Checkpointer
 from deltaingest.metrics import Metrics
-from deltaingest.table.hot import HotTable, locate, open_table
+from deltaingest.table.hot import HotTable, LatestView, locate, open_table
 from deltaingest.table.storage import redact
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,12 @@ async def serve(
     group = GroupCommitter(writer.committer.commit, limits=spec.batching, metrics=writer.metrics)
     group.start()
     server = IngestServer(
-        spec=spec, table=writer.table, group=group, metrics=writer.metrics, auth_token=token
+        spec=spec,
+        table=writer.table,
+        group=group,
+        latest=LatestView(writer.table.uri, writer.table.options),
+        metrics=writer.metrics,
+        auth_token=token,
     )
     # auto_decompress off: decode() inflates gzip itself, bounded by maxRequestBytes (a zip bomb stops early).
     runner = web.AppRunner(
