@@ -15,13 +15,14 @@ caller owns the numbering and resumes its source after ``committed()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,10 +113,11 @@ class _Numbering:
         self.next = sequence + 1
         return sequence
 
-    def guarded(self, run: Callable[[Exchange], dict[str, Any]], steps: Exchange) -> dict[str, Any]:
-        """Run a batch's delivery; anything but a refusal leaves its fate unknown and stops the producer."""
+    @contextlib.contextmanager
+    def delivering(self) -> Iterator[None]:
+        """Around a delivery: anything but a refusal leaves the batch's fate unknown and stops the producer."""
         try:
-            return run(steps)
+            yield
         except Rejected:
             raise  # refused as sent, so never written: later batches may go on
         except BaseException as err:
@@ -183,7 +185,8 @@ class Producer:
             if sequence is None and self._state.next is None:
                 self._state.start(self._run(self._state.committed_exchange()))
             taken = self._state.take(sequence)
-            return _ack(taken, self._state.guarded(self._run, self._state.ingest_exchange(body, taken)))
+            with self._state.delivering():
+                return _ack(taken, self._run(self._state.ingest_exchange(body, taken)))
 
     def close(self) -> None:
         with self._guard:
@@ -318,14 +321,8 @@ class AsyncProducer:
             async with self._order:
                 if self._state.failure is not None:
                     raise ProducerFailed(f"an earlier batch was not acknowledged: {self._state.failure}")
-                try:
-                    answer = await self._run(self._state.ingest_exchange(body, sequence))
-                except Rejected:
-                    raise  # refused as sent, so never written: later batches may go on
-                except BaseException as err:
-                    self._state.failure = err
-                    raise
-                return _ack(sequence, answer)
+                with self._state.delivering():
+                    return _ack(sequence, await self._run(self._state.ingest_exchange(body, sequence)))
         finally:
             self._slots.release()
 
