@@ -115,7 +115,7 @@ class _Numbering:
 
     @contextlib.contextmanager
     def delivering(self) -> Iterator[None]:
-        """Around a delivery: anything but a refusal leaves the batch's fate unknown and stops the producer."""
+        """Around a delivery: unless refused, the batch's fate is unknown and the producer stops."""
         try:
             yield
         except Rejected:
