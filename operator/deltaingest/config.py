@@ -77,7 +77,11 @@ class WriterPolicy(Model):
     body_timeout_seconds: float = Field(
         default=30.0, gt=0, description="A request body not fully received by then gets 408"
     )
-    unknown_fields: Literal["reject", "drop"] = "reject"
+    unknown_fields: Literal["reject", "drop", "rescue"] = Field(
+        default="reject",
+        description="Fields not in the table: refuse the request, drop them, or rescue them (and values "
+        "that fit no nullable column) as JSON into the _rescued_data column",
+    )
     checkpoint_every: int = Field(
         default=10, ge=1, description="Write a checkpoint (off the request path) every N versions"
     )

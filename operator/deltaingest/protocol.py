@@ -17,6 +17,9 @@ NDJSON_TYPE = "application/x-ndjson"
 NDJSON_TYPES = frozenset({NDJSON_TYPE, "application/ndjson", "application/jsonl", "application/x-jsonlines"})
 ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 
+# With writer.unknownFields: rescue, what of a row fits no column goes here as a JSON object.
+RESCUED_COLUMN = "_rescued_data"
+
 MAX_PRODUCER_ID = 200
 # Delta stores a txn version as a long.
 MAX_SEQUENCE = 2**63 - 1

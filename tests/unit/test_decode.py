@@ -248,3 +248,97 @@ def test_a_decimal_that_overflows_its_precision_is_refused_in_an_arrow_stream() 
     assert _decode(b'{"id": 1, "price": -99999999.99}\n').column("price").to_pylist() == [
         decimal.Decimal("-99999999.99")
     ]
+
+
+RESCUING = DecodeOptions(unknown_fields="rescue")
+RESCUE_SCHEMA = SCHEMA.append(pa.field("_rescued_data", pa.string()))
+
+
+def _rescue(body: bytes, content_type: str = "application/x-ndjson") -> list[dict[str, object]]:
+    table = decode(
+        body, content_type=content_type, content_encoding=None, schema=RESCUE_SCHEMA, options=RESCUING
+    )
+    assert table.schema == RESCUE_SCHEMA
+    return table.to_pylist()
+
+
+def test_rows_that_fit_are_written_as_sent_with_nothing_rescued() -> None:
+    rows = _rescue(json.dumps(ROW).encode() + b"\n")
+    assert rows == [{**EXPECTED, "_rescued_data": None}]
+
+
+def test_unknown_fields_and_misfit_nullable_values_are_rescued_as_json_in_the_same_rows() -> None:
+    body = b"\n".join(
+        json.dumps(row).encode()
+        for row in (
+            {"id": 1, "name": "ok"},
+            {
+                "id": 2,
+                "n": "seven",
+                "extra": {"a": [1, 2.5]},
+                "price": 12.345,
+            },  # misfits and an unknown field
+            {
+                "id": 3,
+                "geo": {"lat": 1.0, "alt": 9},
+                "day": "not a date",
+            },  # a nested unknown key: whole value
+        )
+    )
+    rows = _rescue(body)
+    assert [r["id"] for r in rows] == [1, 2, 3] and rows[0]["name"] == "ok"
+    assert rows[0]["_rescued_data"] is None
+    assert (rows[1]["n"], rows[1]["price"]) == (None, None)
+    assert json.loads(str(rows[1]["_rescued_data"])) == {
+        "extra": {"a": [1, 2.5]},
+        "n": "seven",
+        "price": 12.345,
+    }
+    assert (rows[2]["geo"], rows[2]["day"]) == (None, None)
+    assert json.loads(str(rows[2]["_rescued_data"])) == {"geo": {"lat": 1.0, "alt": 9}, "day": "not a date"}
+
+
+def test_a_rescued_body_keeps_its_exact_decimals_and_its_json_array_form() -> None:
+    rows = _rescue(json.dumps([{"id": 1, "price": 99999999.99, "x": 1}]).encode(), "application/json")
+    assert rows[0]["price"] == decimal.Decimal("99999999.99") and rows[0]["_rescued_data"] == '{"x": 1}'
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b'{"id": "one"}\n', Unprocessable, "id"),  # a non-nullable column's value cannot be rescued
+        (b'{"name": "no id"}\n', Unprocessable, "id"),
+        (b'{"id": 1}\n{"id": 2,\n', BadRequest, None),  # not JSON stays a 400
+    ],
+)
+def test_what_cannot_be_rescued_is_refused_whole(
+    body: bytes, status: type[Exception], field: str | None
+) -> None:
+    with pytest.raises(status) as caught:
+        _rescue(body)
+    assert getattr(caught.value, "detail", {}).get("field") == field
+
+
+def test_an_arrow_stream_rescues_unknown_and_uncastable_nullable_columns() -> None:
+    incoming = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "n": pa.array(["x", None]),  # string into an int column: no safe cast
+            "zz": pa.array([True, None]),
+        }
+    )
+    rows = _rescue(_ipc(incoming), "application/vnd.apache.arrow.stream")
+    assert [(r["id"], r["n"]) for r in rows] == [(1, None), (2, None)]
+    assert json.loads(str(rows[0]["_rescued_data"])) == {"zz": True, "n": "x"}
+    assert rows[1]["_rescued_data"] is None  # nothing of row 2 was lost: its values were null
+
+
+def test_rescue_needs_the_column_in_the_table() -> None:
+    with pytest.raises(Unprocessable, match="_rescued_data"):
+        decode(
+            b'{"id": 1}\n',
+            content_type="application/x-ndjson",
+            content_encoding=None,
+            schema=SCHEMA,
+            options=RESCUING,
+        )

@@ -30,7 +30,7 @@ from deltaingest.ingest.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from deltaingest.protocol import ARROW_STREAM_TYPE, JSON_TYPE, NDJSON_TYPES
+from deltaingest.protocol import ARROW_STREAM_TYPE, JSON_TYPE, NDJSON_TYPES, RESCUED_COLUMN
 
 # Every error Arrow raises for bad data, including OSError ("Invalid IPC stream") and out-of-memory for
 # absurd declared lengths: all of them mean the body is wrong, not the writer.
@@ -44,7 +44,7 @@ MAX_JSON_DEPTH = 64
 class DecodeOptions:
     """How strict decoding is and how large a decompressed body may get."""
 
-    unknown_fields: Literal["reject", "drop"] = "reject"
+    unknown_fields: Literal["reject", "drop", "rescue"] = "reject"
     max_bytes: int = 32 * 1024 * 1024
 
 
@@ -100,6 +100,16 @@ def decompress(body: bytes, encoding: str | None, *, limit: int) -> bytes:
 
 
 def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> pa.Table:
+    if options.unknown_fields == "rescue":
+        return _read_json_rescuing(data, schema, options, array=array)
+    try:
+        return _read_json_fast(data, schema, options, array=array)
+    except (*_ARROW_ERRORS, binascii.Error) as err:
+        raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
+
+
+def _read_json_fast(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> pa.Table:
+    """Arrow's JSON reader with the table's schema; raises Arrow's errors as they come."""
     nested_binary = [f.name for f in schema if _contains_binary(f.type, top=True)]
     if nested_binary:
         raise Unprocessable(
@@ -108,32 +118,116 @@ def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array:
             field=nested_binary[0],
         )
     wire = pa.schema([pa.field(f.name, _wire_type(f.type), nullable=f.nullable) for f in schema])
-    behaviour = "error" if options.unknown_fields == "reject" else "ignore"
+    behaviour = "ignore" if options.unknown_fields == "drop" else "error"
     read_options = pj.ReadOptions(use_threads=False, block_size=max(len(data) + 64, 1 << 20))
+    if array:
+        # A top-level array is read as one object with a list-of-struct column, then flattened.
+        wrapped_schema = pa.schema([pa.field("rows", pa.list_(pa.struct(list(wire))), nullable=False)])
+        wrapped = pj.read_json(
+            io.BytesIO(b'{"rows":' + data + b"}"),
+            parse_options=pj.ParseOptions(
+                explicit_schema=wrapped_schema, unexpected_field_behavior=behaviour
+            ),
+            read_options=read_options,
+        )
+        structs = wrapped.column(0).combine_chunks().flatten() if wrapped.num_rows == 1 else None
+        if structs is None or structs.null_count:
+            raise pa.ArrowInvalid("not an array of objects")
+        raw = pa.Table.from_struct_array(structs)
+    else:
+        raw = pj.read_json(
+            io.BytesIO(data),
+            parse_options=pj.ParseOptions(explicit_schema=wire, unexpected_field_behavior=behaviour),
+            read_options=read_options,
+        )
+    return _from_wire(raw.select(wire.names), schema)
+
+
+# -- Rescued data -------------------------------------------------------------------------------------------
+
+
+def rescue_fields(schema: pa.Schema) -> pa.Schema:
+    """The columns a row's fields go to when rescuing: the table's, less the rescue column itself."""
+    if RESCUED_COLUMN not in schema.names:
+        raise Unprocessable(f"writer.unknownFields is rescue, but the table has no {RESCUED_COLUMN} column")
+    return pa.schema([f for f in schema if f.name != RESCUED_COLUMN])
+
+
+def _read_json_rescuing(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> pa.Table:
+    """Rows as sent when they fit (the fast path); otherwise each row's unknown fields, and its values that do
+    not fit a nullable column, go as one JSON object into the rescue column, the column itself null."""
+    fields = rescue_fields(schema)
+    strict = DecodeOptions(unknown_fields="reject", max_bytes=options.max_bytes)
     try:
-        if array:
-            # A top-level array is read as one object with a list-of-struct column, then flattened.
-            wrapped_schema = pa.schema([pa.field("rows", pa.list_(pa.struct(list(wire))), nullable=False)])
-            wrapped = pj.read_json(
-                io.BytesIO(b'{"rows":' + data + b"}"),
-                parse_options=pj.ParseOptions(
-                    explicit_schema=wrapped_schema, unexpected_field_behavior=behaviour
-                ),
-                read_options=read_options,
-            )
-            structs = wrapped.column(0).combine_chunks().flatten() if wrapped.num_rows == 1 else None
-            if structs is None or structs.null_count:
-                raise pa.ArrowInvalid("not an array of objects")
-            raw = pa.Table.from_struct_array(structs)
-        else:
-            raw = pj.read_json(
-                io.BytesIO(data),
-                parse_options=pj.ParseOptions(explicit_schema=wire, unexpected_field_behavior=behaviour),
-                read_options=read_options,
-            )
-        return _from_wire(raw.select(wire.names), schema)
+        table = _read_json_fast(data, fields, strict, array=array)
+        rescued: list[str | None] = [None] * table.num_rows
     except (*_ARROW_ERRORS, binascii.Error) as err:
-        raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
+        rows = _json_rows(data, array=array, exact=True)
+        kept: list[bytes] = []
+        rescued = []
+        for number, row in rows:
+            clean, extra = _rescue_row(number, row, fields, strict)
+            kept.append(json.dumps(clean).encode())
+            rescued.append(json.dumps(extra, default=_rescued_value) if extra else None)
+        try:
+            table = _read_json_fast(b"\n".join(kept), fields, strict, array=False)
+        except (*_ARROW_ERRORS, binascii.Error):
+            raise Unprocessable(f"the data does not fit the table schema: {err}") from None
+    return _with_rescued(table, rescued, schema)
+
+
+def _rescue_row(
+    number: int, row: Any, fields: pa.Schema, strict: DecodeOptions
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What of one parsed row goes to the columns, and what is rescued; 422 for what cannot be either."""
+    if not isinstance(row, dict):
+        raise Unprocessable(f"row {number}: expected a JSON object, got {_json_kind(row)}", row=number)
+    extra = {key: value for key, value in row.items() if key not in fields.names}
+    clean: dict[str, Any] = {}
+    for field in fields:
+        item = row.get(field.name)
+        problem = None if item is None else _check_value(item, field.type, strict, field.name)
+        if item is None and not field.nullable:
+            problem = (field.name, "missing or null, but the column is not nullable")
+        if problem is None:
+            if item is not None:
+                clean[field.name] = _exact(item, field.type)
+        elif field.nullable:
+            extra[field.name] = item  # the whole top-level value, even when the misfit is nested
+        else:
+            raise Unprocessable(
+                f"row {number}, field '{problem[0]}': {problem[1]}", row=number, field=problem[0]
+            )
+    return clean, extra
+
+
+def _exact(value: Any, dtype: pa.DataType) -> Any:
+    """A value parsed with exact decimals, made JSON again for Arrow's reader: decimals as strings (no
+    digit lost), other fractions as floats."""
+    if isinstance(value, decimal.Decimal):
+        return str(value) if pa.types.is_decimal(dtype) else float(value)
+    if isinstance(value, list) and pa.types.is_list(dtype):
+        return [_exact(v, dtype.value_type) for v in value]
+    if isinstance(value, dict) and pa.types.is_struct(dtype):
+        types = {f.name: f.type for f in dtype}
+        return {k: _exact(v, types[k]) if k in types else v for k, v in value.items()}
+    return value
+
+
+def _rescued_value(value: Any) -> Any:
+    """JSON for what ``json`` cannot write itself, in rescued data."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    return str(value)
+
+
+def _with_rescued(table: pa.Table, rescued: list[str | None], schema: pa.Schema) -> pa.Table:
+    column = pa.array(rescued, pa.string())
+    return table.append_column(RESCUED_COLUMN, column).select(schema.names).cast(schema)
 
 
 def _contains_binary(dtype: pa.DataType, *, top: bool) -> bool:
@@ -192,20 +286,7 @@ def diagnose_json(
 ) -> IngestError:
     """The precise error for a JSON body the fast reader refused: the first bad row (from 1) and field."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return BadRequest(f"body is not UTF-8: {err}")
-    rows: list[tuple[int, Any]] = []
-    try:
-        if array:
-            parsed = _parse_json(text, row=None)
-            if not isinstance(parsed, list):
-                return BadRequest("an application/json body must be an array of objects (or a single object)")
-            rows = list(enumerate(parsed, start=1))
-        else:
-            for number, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    rows.append((number, _parse_json(line, row=number)))
+        rows = _json_rows(data, array=array)
     except BadRequest as err:
         return err
     for number, row in rows:
@@ -217,7 +298,25 @@ def diagnose_json(
     return Unprocessable(f"the data does not fit the table schema: {fallback}")
 
 
-def _parse_json(text: str, *, row: int | None) -> Any:
+def _json_rows(data: bytes, *, array: bool, exact: bool = False) -> list[tuple[int, Any]]:
+    """A JSON body's rows, numbered from 1 (NDJSON: by line); ``exact`` keeps fractions as ``Decimal``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadRequest(f"body is not UTF-8: {err}") from None
+    if array:
+        parsed = _parse_json(text, row=None, exact=exact)
+        if not isinstance(parsed, list):
+            raise BadRequest("an application/json body must be an array of objects (or a single object)")
+        return list(enumerate(parsed, start=1))
+    return [
+        (number, _parse_json(line, row=number, exact=exact))
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+
+
+def _parse_json(text: str, *, row: int | None, exact: bool = False) -> Any:
     """One JSON document: the whole body (``row`` None) or NDJSON row ``row``; ``BadRequest`` naming it."""
     where = "" if row is None else f"row {row}: "
     if (depth := json_depth(text)) > MAX_JSON_DEPTH:
@@ -225,7 +324,9 @@ def _parse_json(text: str, *, row: int | None) -> Any:
             f"{where}JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted", row=row
         )
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=decimal.Decimal if exact else float
+        )
     except json.JSONDecodeError as err:
         position = f"column {err.colno}" if row is not None else f"line {err.lineno} column {err.colno}"
         raise BadRequest(f"{where}invalid JSON at {position}: {err.msg}", row=row) from None
@@ -304,7 +405,8 @@ def _check_value(value: Any, dtype: pa.DataType, options: DecodeOptions, path: s
             return path, f"{value} is out of range for {expected}"
         return None
     if pa.types.is_floating(dtype):
-        return None if isinstance(value, int | float) and not isinstance(value, bool) else wrong
+        number = isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool)
+        return None if number else wrong
     if pa.types.is_decimal(dtype):
         return _check_decimal(value, dtype, path, wrong)
     if not isinstance(value, str):
@@ -315,7 +417,7 @@ def _check_value(value: Any, dtype: pa.DataType, options: DecodeOptions, path: s
 def _check_decimal(
     value: Any, dtype: pa.Decimal128Type, path: str, wrong: tuple[str, str]
 ) -> tuple[str, str] | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool) or not isinstance(value, int | float | str | decimal.Decimal):
         return wrong
     try:
         number = decimal.Decimal(str(value))
@@ -349,12 +451,13 @@ def _check_string(
 
 
 def _json_kind(value: Any) -> str:
-    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+    kinds = {bool: "boolean", int: "number", float: "number", decimal.Decimal: "number", str: "string"}
+    kinds |= {list: "array", dict: "object"}
     return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _preview(value: Any) -> str:
-    text = json.dumps(value)
+    text = json.dumps(value, default=str)  # exact decimals (rescue's parse) as their digits
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -373,17 +476,21 @@ def _read_arrow_stream(data: bytes) -> pa.Table:
 
 
 def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> pa.Table:
-    """Make ``table`` exactly ``schema``: drop or reject unknown columns, null-fill missing nullable ones,
-    apply safe widening casts, and refuse nulls in non-nullable columns (naming the first bad row)."""
+    """Make ``table`` exactly ``schema``: drop, reject or rescue unknown columns, null-fill missing nullable
+    ones, apply safe widening casts, and refuse nulls in non-nullable columns (naming the first bad row).
+    Rescuing, a nullable column that cannot be cast goes to the rescue column too, its own values null."""
+    rescue = options.unknown_fields == "rescue"
+    target = rescue_fields(schema) if rescue else schema
     names = table.column_names
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise Unprocessable(f"duplicate columns {duplicated}", field=duplicated[0])
-    unknown = [n for n in names if n not in schema.names]
+    unknown = [n for n in names if n not in target.names]
     if unknown and options.unknown_fields == "reject":
         raise Unprocessable(f"unknown field(s) {unknown} (not in the table schema)", field=unknown[0])
+    extras = {name: table.column(name) for name in unknown} if rescue else {}
     columns = []
-    for field in schema:
+    for field in target:
         if field.name not in names:
             if not field.nullable:
                 raise Unprocessable(f"field '{field.name}': required column is missing", field=field.name)
@@ -391,23 +498,45 @@ def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> pa.Ta
             continue
         column = table.column(field.name)
         if column.type != field.type:
-            if not is_safe_widening(column.type, field.type):
-                raise Unprocessable(
-                    f"field '{field.name}': cannot write {type_name(column.type)} into a "
-                    f"{type_name(field.type)} column (only widening casts are allowed)",
-                    field=field.name,
-                )
             try:
-                column = pc.cast(column, field.type, safe=True)
-            except _ARROW_ERRORS as err:
-                raise Unprocessable(f"field '{field.name}': {err}", field=field.name) from None
+                column = _cast_column(column, field)
+            except Unprocessable:
+                if not (rescue and field.nullable):
+                    raise
+                extras[field.name] = column
+                column = pa.chunked_array([pa.nulls(table.num_rows, field.type)])
         if not field.nullable and column.null_count:
             row = _first_null(column) + 1
             raise Unprocessable(
                 f"row {row}, field '{field.name}': null in a non-nullable column", row=row, field=field.name
             )
         columns.append(column)
-    return pa.Table.from_arrays(columns, schema=schema)
+    conformed = pa.Table.from_arrays(columns, schema=target)
+    if not rescue:
+        return conformed
+    values = {name: column.to_pylist() for name, column in extras.items()}
+    rescued = [
+        json.dumps(row, default=_rescued_value) if row else None
+        for row in (
+            {name: vals[i] for name, vals in values.items() if vals[i] is not None}
+            for i in range(table.num_rows)
+        )
+    ]
+    return _with_rescued(conformed, rescued, schema)
+
+
+def _cast_column(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
+    """A safe widening cast to the column's type, or ``Unprocessable`` saying why not."""
+    if not is_safe_widening(column.type, field.type):
+        raise Unprocessable(
+            f"field '{field.name}': cannot write {type_name(column.type)} into a "
+            f"{type_name(field.type)} column (only widening casts are allowed)",
+            field=field.name,
+        )
+    try:
+        return pc.cast(column, field.type, safe=True)
+    except _ARROW_ERRORS as err:
+        raise Unprocessable(f"field '{field.name}': {err}", field=field.name) from None
 
 
 def _first_null(column: pa.ChunkedArray) -> int:

@@ -21,7 +21,8 @@ from deltaingest.locking.factory import build_lock, lock_kind
 from deltaingest.locking.lease import Lock, new_holder_id
 from deltaingest.maintenance.checkpoint import Checkpointer
 from deltaingest.metrics import Metrics
-from deltaingest.table.hot import HotTable, LatestView, locate, open_table
+from deltaingest.protocol import RESCUED_COLUMN
+from deltaingest.table.hot import HotTable, LatestView, ensure_column, locate, open_table
 from deltaingest.table.storage import redact
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
     # The lock first: a misconfigured lock must fail the start before a missing table gets created.
     lock = build_lock(settings.locking, uri, scope="commit", holder=holder)
     try:
-        table = HotTable(uri, options, open_table(uri, settings.table, options))
+        loaded = open_table(uri, settings.table, options)
+        if settings.writer.unknown_fields == "rescue":
+            loaded = ensure_column(uri, options, loaded, RESCUED_COLUMN)
+        table = HotTable(uri, options, loaded)
     except BaseException:
         lock.close()
         raise

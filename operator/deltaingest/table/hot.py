@@ -9,6 +9,8 @@ import threading
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
+from deltalake.schema import Field as DeltaField
+from deltalake.schema import PrimitiveType
 from deltalake.transaction import PostCommitHookProperties
 
 from deltaingest.config import Settings, TableSpec
@@ -71,6 +73,25 @@ def open_table(uri: str, spec: TableSpec, options: dict[str, str]) -> DeltaTable
     except Exception:
         # Another replica may have created it between our check and our create: that is fine.
         if not DeltaTable.is_deltatable(uri, storage_options=options):
+            raise
+    return DeltaTable(uri, storage_options=options)
+
+
+def ensure_column(uri: str, options: dict[str, str], table: DeltaTable, name: str) -> DeltaTable:
+    """The table with a nullable string column ``name``, added (one metadata commit) when absent.
+
+    Another writer may add it at the same moment: if our commit fails, the table is read again and only a
+    table still without the column is an error."""
+    if name in table.schema().to_arrow().names:
+        return table
+    log.info("adding column %s (string, nullable) to %s", name, uri)
+    try:
+        table.alter.add_columns(
+            DeltaField(name, PrimitiveType("string"), nullable=True), post_commithook_properties=NO_HOOKS
+        )
+    except Exception:
+        table = DeltaTable(uri, storage_options=options)
+        if name not in table.schema().to_arrow().names:
             raise
     return DeltaTable(uri, storage_options=options)
 
