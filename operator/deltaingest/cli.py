@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -410,7 +410,7 @@ def write_file(settings: Settings, args: argparse.Namespace) -> int:
         options = DecodeOptions(unknown_fields=settings.writer.unknown_fields, max_bytes=1 << 62)
         batches: list[Batch] = []
         with _open_input(args.input) as stream:
-            for first_line, chunk in _chunks(stream, args.batch_rows):
+            for first_line, _, chunk in _chunks(stream, args.batch_rows):
                 try:
                     data = decode(
                         chunk,
@@ -469,9 +469,11 @@ def print_openapi(settings: Settings) -> int:
 
 
 def send_file(args: argparse.Namespace) -> int:
-    """``send``: each batch's sequence is the number of its last line, so a run resumes after the line the
-    table holds (whatever the batch size was): killed midway and run again, it sends only the rest."""
-    from deltaingest.client import DeliveryFailed, Producer, ProducerFailed, Rejected  # noqa: PLC0415
+    """``send``: each batch's sequence is the number of its last line, and batches end on multiples of
+    ``--batch-rows``. A second run with the same producer id and batch size sends only the lines after the
+    last committed one, and a batch of the first run still in flight commits at most once: it carries the
+    same sequence as the second run's batch with the same lines."""
+    from deltaingest.client import ClientError, Producer, Rejected  # noqa: PLC0415
 
     if args.batch_rows < 1:
         raise ValueError("--batch-rows must be at least 1")
@@ -486,11 +488,15 @@ def send_file(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"producerId": args.producer_id, "batches": 0, "rows": 0, "duplicateBatches": 0}
     try:
         with producer, _open_input(args.input) as stream:
-            committed = producer.committed()
-            summary["resumedAfterLine"] = committed
-            for first_line, chunk in _chunks(stream, args.batch_rows, skip=committed or 0):
-                lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-                last_line = first_line + lines - 1
+            committed = producer.committed() or 0
+            summary["resumedAfterLine"] = committed or None
+            lines = _Counted(stream)
+            for first_line, last_line, chunk in _chunks(lines, args.batch_rows, skip=committed):
+                if committed % args.batch_rows:
+                    raise ValueError(
+                        f"the table holds lines up to {committed} for this producer id, not a multiple of "
+                        f"--batch-rows {args.batch_rows}: resume with the first run's --batch-rows"
+                    )
                 if not chunk.strip():
                     continue
                 try:
@@ -505,32 +511,54 @@ def send_file(args: argparse.Namespace) -> int:
                 summary["rows"] += ack.rows
                 summary["duplicateBatches"] += ack.duplicate
                 summary.update(lastLine=last_line, version=ack.version)
-    except (DeliveryFailed, ProducerFailed) as err:
+            if lines.count < committed:
+                raise ValueError(
+                    f"the table holds lines up to {committed} for this producer id, but the input has "
+                    f"{lines.count}: another input, or another producer id?"
+                )
+    except Rejected as err:  # asking where to resume
+        print(f"deltaingest: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ClientError as err:
         print(f"deltaingest: error: {err}; run again with the same --producer-id to resume", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps(summary))
     return 0
 
 
+class _Counted:
+    """The lines of a stream, counting them as they are read."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._stream:
+            self.count += 1
+            yield line
+
+
 def _open_input(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:
     return contextlib.nullcontext(sys.stdin.buffer) if name == "-" else open(name, "rb")
 
 
-def _chunks(stream: IO[bytes], rows: int, *, skip: int = 0) -> Iterator[tuple[int, bytes]]:
-    """Groups of ``rows`` lines with the 1-based number of each group's first line, after ``skip`` lines."""
-    lines: list[bytes] = []
-    first = 1
-    for number, line in enumerate(stream, start=1):
+def _chunks(lines: Iterable[bytes], rows: int, *, skip: int = 0) -> Iterator[tuple[int, int, bytes]]:
+    """Groups of ``rows`` lines after the first ``skip``, with the 1-based numbers of their first and
+    last line."""
+    group: list[bytes] = []
+    first = number = 0
+    for number, line in enumerate(lines, start=1):
         if number <= skip:
             continue
-        if not lines:
+        if not group:
             first = number
-        lines.append(line)
-        if len(lines) == rows:
-            yield first, b"".join(lines)
-            lines = []
-    if lines:
-        yield first, b"".join(lines)
+        group.append(line)
+        if len(group) == rows:
+            yield first, number, b"".join(group)
+            group = []
+    if group:
+        yield first, number, b"".join(group)
 
 
 if __name__ == "__main__":

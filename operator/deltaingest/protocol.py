@@ -25,9 +25,10 @@ MAX_PRODUCER_ID = 200
 MAX_SEQUENCE = 2**63 - 1
 # The writer's own txn app ids start with this; a producer must not collide with them.
 RESERVED_PREFIX = "deltaingest-"
-# Control characters but the tab, which a header value may hold (RFC 9110, 5.5).
-PRODUCER_ID_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]+$"
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Printable ASCII, no space at either end, not "." or "..": what an HTTP header carries unchanged (servers
+# trim the ends; non-ASCII is latin-1 to one side and UTF-8 to the other) and a URL path segment keeps.
+PRODUCER_ID_PATTERN = r"^(?!\.\.?$)[!-~](?:[ -~]*[!-~])?$"
+_PRODUCER_ID = re.compile(PRODUCER_ID_PATTERN)
 
 
 def producer_id_problem(producer: str) -> str | None:
@@ -36,6 +37,6 @@ def producer_id_problem(producer: str) -> str | None:
         return "a producer id must not be empty"
     if len(producer) > MAX_PRODUCER_ID or producer.startswith(RESERVED_PREFIX):
         return f"a producer id must be at most {MAX_PRODUCER_ID} characters, not '{RESERVED_PREFIX}*'"
-    if _CONTROL.search(producer):
-        return "a producer id must not hold control characters but tab (no HTTP header carries them)"
+    if not _PRODUCER_ID.match(producer):
+        return "a producer id must be printable ASCII without spaces at either end, and not '.' or '..'"
     return None

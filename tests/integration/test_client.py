@@ -21,7 +21,14 @@ import pytest
 from aiohttp import web
 from deltalake import DeltaTable
 
-from deltaingest.client import AsyncProducer, DeliveryFailed, Producer, ProducerFailed, Rejected
+from deltaingest.client import (
+    AsyncProducer,
+    DeliveryFailed,
+    Producer,
+    ProducerFailed,
+    Rejected,
+    SequenceTaken,
+)
 from deltaingest.devservers import free_port
 from tests.helpers import (
     WriterProcess,
@@ -217,7 +224,7 @@ def test_send_killed_midway_and_run_again_leaves_every_row_once(
     first.wait()
     done_before = committed(pair[0], "file-loader")["sequence"]
     assert isinstance(done_before, int) and done_before < 20_000, "killed too late to test a resume"
-    second = _send(urls, events_file, "--batch-rows", "300")  # another batch size: still resumes by line
+    second = _send(urls, events_file, "--batch-rows", "200")
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err.decode()
     summary = json.loads(out)
@@ -237,3 +244,53 @@ def test_send_survives_its_writer_killed_midway(
     assert sender.returncode == 0, err.decode()
     assert json.loads(out)["lastLine"] == 20_000
     assert ids(s3_uri, cloud_env) == list(range(20_000))
+
+
+def test_send_refuses_to_resume_off_its_batch_grid_or_past_the_end_of_its_input(
+    pair: list[WriterProcess], s3_uri: str, cloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    urls = [pair[0].url]
+    ten, twenty, five = (tmp_path / f"{n}.ndjson" for n in ("ten", "twenty", "five"))
+    ten.write_bytes(ndjson([event(i) for i in range(10)]))
+    twenty.write_bytes(ndjson([event(i) for i in range(20)]))
+    five.write_bytes(ndjson([event(i) for i in range(5)]))
+    done = _send(urls, ten, "--batch-rows", "4")  # batches end at lines 4, 8 and 10 (the end)
+    assert done.wait(120) == 0
+    # Lines 9-10 and 11-12 in flight from a run with batches of 3 could overlap what this run sends.
+    off_grid = _send(urls, twenty, "--batch-rows", "3")
+    _, err = off_grid.communicate(timeout=120)
+    assert off_grid.returncode == 2 and b"not a multiple of --batch-rows 3" in err
+    shorter = _send(urls, five, "--batch-rows", "4")
+    _, err = shorter.communicate(timeout=120)
+    assert shorter.returncode == 2 and b"the input has 5" in err
+    on_grid = _send(urls, twenty, "--batch-rows", "2")  # 10 is on this grid: it resumes
+    out, err = on_grid.communicate(timeout=120)
+    assert on_grid.returncode == 0, err.decode()
+    assert json.loads(out)["resumedAfterLine"] == 10
+    assert ids(s3_uri, cloud_env) == list(range(20))
+
+
+def test_an_auto_numbered_batch_whose_sequence_another_producer_took_is_not_acked(
+    pair: list[WriterProcess], s3_uri: str, cloud_env: dict[str, str]
+) -> None:
+    first, second = Producer(pair[0].url, "twin"), Producer(pair[1].url, "twin")
+    assert first.send([event(1)]).sequence == 0
+    assert second.send([event(2)]).sequence == 1  # it resumed after 0
+    with pytest.raises(SequenceTaken, match="sequence 1 was already committed"):
+        first.send([event(3)])  # its own next is 1 too: that would have been a silent duplicate
+    with pytest.raises(ProducerFailed):
+        first.send([event(4)])
+    assert ids(s3_uri, cloud_env) == [1, 2]
+
+
+def test_cancelled_submissions_give_back_their_slots(scripted: tuple[str, Scripted]) -> None:
+    url, _ = scripted
+
+    async def run() -> int:
+        async with AsyncProducer(url, "p", max_in_flight=2) as producer:
+            for sequence in range(3):
+                (await producer.submit([event(sequence)], sequence=sequence)).cancel()  # before it starts
+            ack = await asyncio.wait_for(producer.send([event(9)], sequence=9), 10)
+        return ack.sequence
+
+    assert asyncio.run(run()) == 9

@@ -15,6 +15,7 @@ import pytest
 
 from deltaingest.client import DeliveryFailed, Rejected, RetryPolicy
 from deltaingest.client.delivery import (
+    Answer,
     Call,
     Endpoints,
     Outcome,
@@ -24,7 +25,7 @@ from deltaingest.client.delivery import (
     retry_after_seconds,
 )
 from deltaingest.client.encode import encode
-from deltaingest.protocol import ARROW_STREAM_TYPE, NDJSON_TYPE
+from deltaingest.protocol import ARROW_STREAM_TYPE, NDJSON_TYPE, producer_id_problem
 
 URLS = ["http://a:8080", "http://b:8080/"]
 
@@ -37,7 +38,7 @@ class Clock:
         return self.now
 
 
-def drive(outcomes: list[Outcome], *, timeout: float = 120.0) -> tuple[list[Any], dict[str, Any]]:
+def drive(outcomes: list[Outcome], *, timeout: float = 120.0) -> tuple[list[Any], Answer]:
     """Run one exchange against scripted outcomes: the steps it asked for, and its answer."""
     clock = Clock()
     steps: list[Any] = []
@@ -62,7 +63,7 @@ def drive(outcomes: list[Outcome], *, timeout: float = 120.0) -> tuple[list[Any]
 
 def test_an_acknowledgement_ends_the_exchange_at_once() -> None:
     steps, answer = drive([Outcome(200, {"version": 3, "rows": 1})])
-    assert answer == {"version": 3, "rows": 1}
+    assert answer == Answer({"version": 3, "rows": 1}, attempts=1)
     assert steps == [Call("POST", "http://a:8080/v1/ingest", {"X-Sequence": "7"}, b"{}\n")]
 
 
@@ -72,10 +73,10 @@ def test_429_waits_its_retry_after_then_tries_the_next_writer_with_the_same_requ
     assert pause == Sleep(3.0)
     assert second.url == "http://b:8080/v1/ingest"  # failed over
     assert (second.headers, second.body) == (first.headers, first.body)  # the same sequence
-    assert answer == {"version": 1}
+    assert answer == Answer({"version": 1}, attempts=2)
 
 
-@pytest.mark.parametrize("status", [None, 408, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [None, 408, 500, 501, 502, 503, 504, 507, 520])
 def test_transient_failures_are_retried_with_backoff(status: int | None) -> None:
     failure = Outcome(status, error="ConnectionRefusedError" if status is None else None)
     steps, _ = drive([failure, failure, Outcome(200, {})])
@@ -97,7 +98,8 @@ def test_other_4xx_are_final_and_never_retried(status: int) -> None:
 def test_delivery_gives_up_at_its_timeout_saying_what_happened_last() -> None:
     with pytest.raises(DeliveryFailed) as caught:
         drive([Outcome(503, {"error": "commit failed"}, retry_after="4")] * 10, timeout=10)
-    assert caught.value.attempts == 3  # 0 s, 4 s, 8 s; the next would start past 10 s
+    # at 0, 4 and 8 s, then at 10 s: the last wait was cut to what was left
+    assert caught.value.attempts == 4
     assert "503" in caught.value.last and "commit failed" in caught.value.last
 
 
@@ -106,7 +108,15 @@ def test_retry_after_takes_seconds_or_an_http_date() -> None:
     now = dt.datetime(2026, 12, 3, 12, 0, 0, tzinfo=dt.UTC).timestamp()
     assert retry_after_seconds("Thu, 03 Dec 2026 12:00:05 GMT", now=now) == 5.0
     assert retry_after_seconds("Thu, 03 Dec 2026 11:00:00 GMT", now=now) == 0.0
+    assert retry_after_seconds("Thu, 03 Dec 2026 12:00:05 -0000", now=now) == 5.0  # -0000 is UTC
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+    assert retry_after_seconds("\u00b2") is None  # a digit to str.isdigit, not a number
+
+
+def test_a_retry_after_of_zero_still_backs_off() -> None:
+    steps, _ = drive([Outcome(503, retry_after="0")] * 3 + [Outcome(200, {})])
+    pauses = [step.seconds for step in steps if isinstance(step, Sleep)]
+    assert all(p > 0 for p in pauses) and pauses == sorted(pauses)
 
 
 def test_backoff_grows_to_its_cap_and_is_jittered_within_half_of_it() -> None:
@@ -149,3 +159,30 @@ def test_what_cannot_be_sent_is_refused_before_any_request() -> None:
         encode(42)
     with pytest.raises(TypeError, match="not JSON serializable"):
         encode([{"id": object()}])
+
+
+@pytest.mark.parametrize("producer", ["sensor-7", "orders/2024 05", "a.b", "~!"])
+def test_producer_ids_that_a_header_and_a_path_carry_unchanged_are_allowed(producer: str) -> None:
+    assert producer_id_problem(producer) is None
+
+
+@pytest.mark.parametrize(
+    "producer",
+    [
+        "",
+        " orders",
+        "orders ",
+        "orders\t",
+        "caf\u00e9",
+        "\u8ba2\u5355",
+        ".",
+        "..",
+        "a\nb",
+        "deltaingest-x",
+        "x" * 201,
+    ],
+)
+def test_producer_ids_that_http_would_change_or_drop_are_refused(producer: str) -> None:
+    # A header's ends are trimmed and non-ASCII is read differently by each side: the txn would be stored
+    # under one id and looked up under another, and a resumed producer would start again from 0.
+    assert producer_id_problem(producer) is not None

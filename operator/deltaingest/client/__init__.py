@@ -7,7 +7,7 @@ with Producer(["http://writer-0:8080", "http://writer-1:8080"], "orders-loader")
 """
 
 from deltaingest.client.delivery import ClientError, DeliveryFailed, Rejected, RetryPolicy
-from deltaingest.client.producer import Ack, AsyncProducer, Producer, ProducerFailed
+from deltaingest.client.producer import Ack, AsyncProducer, Producer, ProducerFailed, SequenceTaken
 
 __all__ = [
     "Ack",
@@ -18,4 +18,5 @@ __all__ = [
     "ProducerFailed",
     "Rejected",
     "RetryPolicy",
+    "SequenceTaken",
 ]

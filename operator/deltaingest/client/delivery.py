@@ -4,24 +4,27 @@
 produced (``Outcome``); it returns the answer's JSON or raises. The sync and async producers only carry
 out its steps, so the retry rules live here, pure and tested without a network.
 
-The rules: an answer of 200 is done. 408, 429, 500, 502, 503 and 504, a timeout and a refused or broken
-connection are retried with the same body and headers (so with the same sequence: the writer acknowledges
-a sequence it already committed as a duplicate, which makes every retry safe), on the next URL, after
-``Retry-After`` when the writer sent one and a jittered exponential backoff otherwise, until the delivery
-timeout. Any other status is final: the writer refused the request as sent, and sending it again would
-get the same answer.
+The rules: an answer of 200 is done. 408, 429, every 5xx (a proxy's too: the request's fate is
+unknown), a timeout and a refused or broken connection are retried with the same body and headers (so
+with the same sequence: the writer acknowledges a sequence it already committed as a duplicate, which
+makes every retry safe), on the next URL, after the longer of ``Retry-After`` and a jittered exponential
+backoff (cut short at the deadline), until the delivery timeout. Any other status is final: the writer
+refused the request as sent, and sending it again would get the same answer.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import random
+import re
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRIED_4XX = frozenset({408, 429})
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class ClientError(Exception):
@@ -89,7 +92,15 @@ class Outcome:
         return f"{url} answered {self.status}: {(self.body or {}).get('error', '')}".rstrip(": ")
 
 
-Exchange = Generator[Call | Sleep, Outcome | None, dict[str, Any]]
+@dataclass(frozen=True)
+class Answer:
+    """The 200 answer's JSON body, and how many attempts it took."""
+
+    body: dict[str, Any]
+    attempts: int
+
+
+Exchange = Generator[Call | Sleep, Outcome | None, Answer]
 
 
 @dataclass
@@ -120,12 +131,14 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.fullmatch(value):  # ASCII digits only: "²".isdigit() is true
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322, not local time
+        when = when.replace(tzinfo=dt.UTC)
     seconds: float = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds)
 
@@ -148,7 +161,7 @@ def exchange(
     clock: Callable[[], float] = time.monotonic,
     jitter: Callable[[], float] = random.random,
 ) -> Exchange:
-    """Deliver one request (see the module's rules); return the 200 answer's JSON body."""
+    """Deliver one request (see the module's rules); return the 200 answer."""
     deadline = clock() + policy.delivery_timeout
     attempts = 0
     while True:
@@ -157,17 +170,19 @@ def exchange(
         outcome = yield Call(method, url, headers, body)
         assert outcome is not None, "the driver must send the call's outcome"
         if outcome.status == 200:
-            return outcome.body or {}
-        if outcome.status is not None and outcome.status not in RETRIED_STATUSES:
+            return Answer(outcome.body or {}, attempts)
+        if outcome.status is not None and outcome.status < 500 and outcome.status not in RETRIED_4XX:
             raise Rejected(outcome.status, outcome.body, url)
-        wait = retry_after_seconds(outcome.retry_after)
-        if wait is None:
-            wait = backoff(attempts, policy, jitter())
-        if clock() + wait >= deadline:
+        # At least the backoff (a Retry-After of 0 must not spin), never past the deadline: another URL
+        # may answer sooner than the one that asked us to wait.
+        pause = backoff(attempts, policy, jitter())
+        wait = max(retry_after_seconds(outcome.retry_after) or 0.0, pause)
+        left = deadline - clock()
+        if left < pause:
             raise DeliveryFailed(
                 f"not delivered within {policy.delivery_timeout:g} s",
                 attempts=attempts,
                 last=outcome.describe(url),
             )
         endpoints.rotate()
-        yield Sleep(wait)
+        yield Sleep(min(wait, left))

@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from deltaingest.client.delivery import (
+    Answer,
     Call,
     ClientError,
     Endpoints,
@@ -48,6 +49,12 @@ from deltaingest.protocol import (
     SEQUENCE_HEADER,
     producer_id_problem,
 )
+
+
+class SequenceTaken(ClientError):
+    """The writer already held this auto-numbered sequence on the batch's first attempt: a batch of an
+    earlier producer with this id (still in flight when it stopped) committed it. This batch was not
+    written; the producer stops, and a new one resumes after the committed sequence."""
 
 
 class ProducerFailed(ClientError):
@@ -87,19 +94,34 @@ class _Numbering:
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.next: int | None = None  # unknown until the committed sequence is read
         self.failure: BaseException | None = None
+        self.failed_sequence: int | None = None
+        self.closed = False
 
     def committed_exchange(self) -> Exchange:
         path = f"{PRODUCERS_PATH}/{urllib.parse.quote(self.producer_id, safe='')}"
         return exchange(self.endpoints, "GET", path, dict(self.auth), None, policy=self.policy)
 
-    def start(self, committed: dict[str, Any]) -> None:
-        sequence = committed.get("sequence")
-        self.next = 0 if sequence is None else int(sequence) + 1
+    def start(self, committed: Answer) -> None:
+        """Continue after the committed sequence (or after one taken meanwhile, whichever is later)."""
+        sequence = committed.body.get("sequence")
+        after = 0 if sequence is None else int(sequence) + 1
+        self.next = max(self.next or 0, after)
 
-    def take(self, sequence: int | None) -> int:
-        """The sequence for the next batch (``self.next`` must be known when ``sequence`` is None)."""
+    def check(self) -> None:
         if self.failure is not None:
-            raise ProducerFailed(f"an earlier batch was not acknowledged: {self.failure}") from self.failure
+            raise ProducerFailed(
+                f"batch {self.failed_sequence} was not acknowledged "
+                f"({type(self.failure).__name__}: {self.failure}); sending later ones could reorder "
+                "sequences: make a new producer, it resumes after the committed sequence"
+            ) from self.failure
+        if self.closed:
+            raise ProducerFailed("the producer is closed")
+
+    def take(self, sequence: int | None) -> tuple[int, bool]:
+        """The sequence for the next batch, and whether the producer numbered it itself (``self.next`` must
+        be known then)."""
+        self.check()
+        auto = sequence is None
         if sequence is None:
             assert self.next is not None
             sequence = self.next
@@ -111,18 +133,33 @@ class _Numbering:
                 "the writer would take it for a retry"
             )
         self.next = sequence + 1
-        return sequence
+        return sequence, auto
 
     @contextlib.contextmanager
-    def delivering(self) -> Iterator[None]:
+    def delivering(self, sequence: int) -> Iterator[None]:
         """Around a delivery: unless refused, the batch's fate is unknown and the producer stops."""
         try:
             yield
         except Rejected:
             raise  # refused as sent, so never written: later batches may go on
         except BaseException as err:
-            self.failure = err
+            self.failure, self.failed_sequence = err, sequence
             raise
+
+    def acknowledge(self, sequence: int, auto: bool, answer: Answer) -> Ack:
+        ack = Ack(
+            sequence,
+            int(answer.body["version"]),
+            int(answer.body["rows"]),
+            bool(answer.body.get("duplicate")),
+        )
+        if ack.duplicate and auto and answer.attempts == 1:
+            # Not a retry of ours: someone else's batch holds this number, and ours was not written.
+            raise SequenceTaken(
+                f"sequence {sequence} was already committed for {self.producer_id!r} by an earlier producer "
+                "(a batch still in flight when it stopped); this batch was not written"
+            )
+        return ack
 
     def ingest_exchange(self, body: Body, sequence: int) -> Exchange:
         headers = {
@@ -132,10 +169,6 @@ class _Numbering:
             SEQUENCE_HEADER: str(sequence),
         }
         return exchange(self.endpoints, "POST", INGEST_PATH, headers, body.data, policy=self.policy)
-
-
-def _ack(sequence: int, answer: dict[str, Any]) -> Ack:
-    return Ack(sequence, int(answer["version"]), int(answer["rows"]), bool(answer.get("duplicate", False)))
 
 
 def _decoded(status: int, payload: bytes, retry_after: str | None) -> Outcome:
@@ -176,20 +209,25 @@ class Producer:
     def committed(self) -> int | None:
         """The last sequence the table holds for this producer (None: none yet), from any writer."""
         with self._guard:
-            return self._run(self._state.committed_exchange()).get("sequence")
+            sequence = self._run(self._state.committed_exchange()).body.get("sequence")
+            return None if sequence is None else int(sequence)
 
     def send(self, data: Any, sequence: int | None = None) -> Ack:
         """Commit one batch (rows, a pyarrow Table or a polars DataFrame); see the module for ``sequence``."""
         body = encode(data, compress=self._state.compress)
         with self._guard:
+            self._state.check()
             if sequence is None and self._state.next is None:
                 self._state.start(self._run(self._state.committed_exchange()))
-            taken = self._state.take(sequence)
-            with self._state.delivering():
-                return _ack(taken, self._run(self._state.ingest_exchange(body, taken)))
+            taken, auto = self._state.take(sequence)
+            with self._state.delivering(taken):
+                return self._state.acknowledge(
+                    taken, auto, self._run(self._state.ingest_exchange(body, taken))
+                )
 
     def close(self) -> None:
         with self._guard:
+            self._state.closed = True
             for connection in self._connections.values():
                 connection.close()
             self._connections.clear()
@@ -200,7 +238,7 @@ class Producer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self, steps: Exchange) -> dict[str, Any]:
+    def _run(self, steps: Exchange) -> Answer:
         outcome: Outcome | None = None
         while True:
             try:
@@ -230,11 +268,13 @@ class Producer:
             connection.request(call.method, path, body=call.body, headers=call.headers)
             response = connection.getresponse()
             payload = response.read()
-        except (OSError, http.client.HTTPException) as err:
-            # A broken keep-alive connection is not reused: the next attempt opens a new one.
+        except BaseException as err:
+            # A broken (or half-used) keep-alive connection is not reused: the next attempt opens a new one.
             connection.close()
             del self._connections[base]
-            return Outcome(None, error=f"{type(err).__name__}: {err}")
+            if isinstance(err, OSError | http.client.HTTPException):
+                return Outcome(None, error=f"{type(err).__name__}: {err}")
+            raise
         return _decoded(response.status, payload, response.getheader("Retry-After"))
 
 
@@ -274,7 +314,8 @@ class AsyncProducer:
     async def committed(self) -> int | None:
         """The last sequence the table holds for this producer (None: none yet), from any writer."""
         async with self._order:
-            return (await self._run(self._state.committed_exchange())).get("sequence")
+            sequence = (await self._run(self._state.committed_exchange())).body.get("sequence")
+            return None if sequence is None else int(sequence)
 
     async def send(self, data: Any, sequence: int | None = None) -> Ack:
         """Commit one batch and return its acknowledgement."""
@@ -283,32 +324,39 @@ class AsyncProducer:
     async def submit(self, data: Any, sequence: int | None = None) -> asyncio.Future[Ack]:
         """Queue one batch; the returned future resolves to its acknowledgement (or its error)."""
         body = encode(data, compress=self._state.compress)
+        self._state.check()
         await self._slots.acquire()
         try:
             if sequence is None and self._state.next is None:
                 async with self._order:
                     if self._state.next is None:
                         self._state.start(await self._run(self._state.committed_exchange()))
-            taken = self._state.take(sequence)
+            taken, auto = self._state.take(sequence)
         except BaseException:
             self._slots.release()
             raise
         # Tasks take their first step in creation order and the lock is FIFO: wire order is sequence order.
-        task = asyncio.ensure_future(self._deliver(body, taken))
+        task = asyncio.ensure_future(self._deliver(body, taken, auto))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        # Released when the task ends however it ends, even cancelled before its first step.
+        task.add_done_callback(lambda _: self._slots.release())
         return task
 
     async def flush(self) -> None:
-        """Wait until every submitted batch is acknowledged or failed."""
+        """Wait until every submitted batch is acknowledged or failed (cancelling the wait cancels none)."""
         if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+            await asyncio.wait(set(self._pending))
 
     async def close(self) -> None:
-        await self.flush()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Refuse new batches, wait for the submitted ones, close the connections."""
+        self._state.closed = True
+        try:
+            await self.flush()
+        finally:
+            if self._session is not None and not self._pending:  # a cancelled close leaves them running
+                await self._session.close()
+                self._session = None
 
     async def __aenter__(self) -> AsyncProducer:
         return self
@@ -316,17 +364,15 @@ class AsyncProducer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _deliver(self, body: Body, sequence: int) -> Ack:
-        try:
-            async with self._order:
-                if self._state.failure is not None:
-                    raise ProducerFailed(f"an earlier batch was not acknowledged: {self._state.failure}")
-                with self._state.delivering():
-                    return _ack(sequence, await self._run(self._state.ingest_exchange(body, sequence)))
-        finally:
-            self._slots.release()
+    async def _deliver(self, body: Body, sequence: int, auto: bool) -> Ack:
+        async with self._order:
+            if self._state.failure is not None:
+                self._state.check()
+            with self._state.delivering(sequence):
+                answer = await self._run(self._state.ingest_exchange(body, sequence))
+                return self._state.acknowledge(sequence, auto, answer)
 
-    async def _run(self, steps: Exchange) -> dict[str, Any]:
+    async def _run(self, steps: Exchange) -> Answer:
         outcome: Outcome | None = None
         while True:
             try:

@@ -55,3 +55,9 @@ class CommitFailed(IngestError):
     """The commit did not happen; none of the group's rows are visible."""
 
     status = 503
+
+
+class Unavailable(IngestError):
+    """The table could not be read (storage down): nothing is wrong with the request."""
+
+    status = 503

@@ -89,7 +89,7 @@ def column_schema(dtype: pa.DataType) -> dict[str, Any]:
         fraction = rf"(\.\d{{1,{dtype.scale}}})?" if dtype.scale else ""
         return {
             "type": ["string", "number"],
-            "pattern": rf"^-?\d{{1,{digits}}}{fraction}$",  # JSON Schema applies it to strings only
+            "pattern": rf"^-?\d{{1,{max(digits, 1)}}}{fraction}$",  # JSON Schema applies it to strings only
             "exclusiveMinimum": -(10**digits),
             "exclusiveMaximum": 10**digits,
             "description": f"decimal({dtype.precision},{dtype.scale}): a string or a JSON number",
@@ -220,6 +220,7 @@ def openapi_document(schema: pa.Schema, *, unknown_fields: str, auth: bool, vers
                     "responses": {
                         "200": _ok("Where the producer resumes: after `sequence`.", "Producer"),
                         "400": _error("Not a valid producer id."),
+                        "503": _error("The table could not be read; retry.", retry_after=True),
                         **unauthorized,
                         **bug,
                     },

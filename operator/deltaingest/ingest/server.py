@@ -21,7 +21,14 @@ from deltaingest.delta_types import type_name
 from deltaingest.ingest.batcher import GroupCommitter
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.decode import DecodeOptions, decode
-from deltaingest.ingest.errors import BadRequest, IngestError, Overloaded, PayloadTooLarge, RequestTimeout
+from deltaingest.ingest.errors import (
+    BadRequest,
+    IngestError,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unavailable,
+)
 from deltaingest.ingest.openapi import OPENAPI_PATH, openapi_document
 from deltaingest.metrics import Metrics
 from deltaingest.protocol import (
@@ -171,9 +178,13 @@ class IngestServer:
         producer = request.match_info["producer"]
         if (problem := producer_id_problem(producer)) is not None:
             raise BadRequest(problem)
-        sequence, version = await asyncio.get_running_loop().run_in_executor(
-            self._readers, self._latest.transaction, producer
-        )
+        try:
+            sequence, version = await asyncio.get_running_loop().run_in_executor(
+                self._readers, self._latest.transaction, producer
+            )
+        except Exception as err:  # the store, not a bug: the client retries
+            log.warning("reading the table for producer %r failed: %s", producer, err)
+            raise Unavailable(f"the table could not be read: {err}") from None
         return web.json_response({"producerId": producer, "sequence": sequence, "version": version})
 
     async def openapi(self, request: web.Request) -> web.Response:
