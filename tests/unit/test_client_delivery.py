@@ -186,3 +186,8 @@ def test_producer_ids_that_http_would_change_or_drop_are_refused(producer: str) 
     # A header's ends are trimmed and non-ASCII is read differently by each side: the txn would be stored
     # under one id and looked up under another, and a resumed producer would start again from 0.
     assert producer_id_problem(producer) is not None
+
+
+def test_a_writer_url_with_credentials_is_refused_before_they_leak_into_messages() -> None:
+    with pytest.raises(ValueError, match="credentials"):
+        Endpoints(["http://user:secret@writer:8080"])

@@ -342,3 +342,13 @@ def test_rescue_needs_the_column_in_the_table() -> None:
             schema=SCHEMA,
             options=RESCUING,
         )
+
+
+def test_ndjson_rows_end_at_newlines_only_even_on_the_slow_paths() -> None:
+    # A JSON string may hold U+2028 as it is; str.splitlines() would have cut the row there.
+    text = '{"id": 1, "name": "a\u2028b", "zz": 1}\n{"id": 2}\n'
+    rows = _rescue(text.encode())
+    assert rows[0]["name"] == "a\u2028b" and rows[0]["_rescued_data"] == '{"zz": 1}'
+    with pytest.raises(Unprocessable) as caught:  # and a diagnosis names the right row
+        _decode('{"id": 1, "name": "a\u2028b"}\n{"id": "two"}\n'.encode())
+    assert caught.value.detail["row"] == 2

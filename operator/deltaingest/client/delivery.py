@@ -19,6 +19,7 @@ import email.utils
 import random
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,9 @@ class Endpoints:
         for url in self.urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"writer URL {url!r} must start with http:// or https://")
+            if "@" in urllib.parse.urlsplit(url).netloc:
+                # It would not authenticate (the writer takes a bearer token) and would end up in messages.
+                raise ValueError("a writer URL must not hold credentials: pass the bearer token as token=")
 
     @property
     def current(self) -> str:

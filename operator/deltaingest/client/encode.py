@@ -35,7 +35,7 @@ def encode(data: Any, *, compress: bool = False) -> Body:
     ``to_arrow()`` (a ``polars.DataFrame``), or ``bytes`` already holding NDJSON (sent as is)."""
     if isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
-        body = Body(raw, NDJSON_TYPE, sum(1 for line in raw.splitlines() if line.strip()))
+        body = Body(raw, NDJSON_TYPE, sum(1 for line in raw.split(b"\n") if line.strip()))
     elif isinstance(data, pa.Table | pa.RecordBatch) or hasattr(data, "to_arrow"):
         table = data if isinstance(data, pa.Table | pa.RecordBatch) else data.to_arrow()
         if not isinstance(table, pa.Table | pa.RecordBatch):

@@ -311,7 +311,9 @@ def _json_rows(data: bytes, *, array: bool, exact: bool = False) -> list[tuple[i
         return list(enumerate(parsed, start=1))
     return [
         (number, _parse_json(line, row=number, exact=exact))
-        for number, line in enumerate(text.splitlines(), start=1)
+        # Lines end at "\n" only, as for Arrow's reader: str.splitlines would also break at U+2028 and
+        # other separators, which a JSON string may hold as they are.
+        for number, line in enumerate(text.split("\n"), start=1)
         if line.strip()
     ]
 
