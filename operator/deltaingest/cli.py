@@ -418,7 +418,7 @@ def write_file(settings: Settings, args: argparse.Namespace) -> int:
                         content_encoding=None,
                         schema=writer.table.schema,
                         options=options,
-                    )
+                    ).table
                 except IngestError as err:
                     row = err.detail.get("row")
                     if row is None:
@@ -461,6 +461,7 @@ def print_openapi(settings: Settings) -> int:
     document = openapi_document(
         arrow_schema(settings.table.columns),
         unknown_fields=settings.writer.unknown_fields,
+        invalid_rows=settings.writer.invalid_rows,
         auth=settings.writer.auth_token_env is not None,
         version=__version__,
     )

@@ -68,6 +68,16 @@ class BatchingSpec(Model):
     )
 
 
+class DeadLetterSpec(Model):
+    """Where rows that cannot be written go with ``invalidRows: deadLetter``: a Delta table of their own."""
+
+    uri: str | None = Field(
+        default=None,
+        description="The dead-letter Delta table (created when missing), reached with the table's storage "
+        "options; not inside the table's own directory",
+    )
+
+
 class WriterPolicy(Model):
     """How the writer batches, validates and commits: shared by the settings file and the custom resource."""
 
@@ -82,6 +92,13 @@ class WriterPolicy(Model):
         description="Fields not in the table: refuse the request, drop them, or rescue them (and values "
         "that fit no nullable column) as JSON into the _rescued_data column",
     )
+    invalid_rows: Literal["reject", "deadLetter"] = Field(
+        default="reject",
+        description="Rows that cannot be written (a non-nullable column missing, null or unfit, an unknown "
+        "field under reject, an NDJSON line that is not JSON): refuse the request, or write them to the "
+        "deadLetter table and the request's good rows to the table",
+    )
+    dead_letter: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
     checkpoint_every: int = Field(
         default=10, ge=1, description="Write a checkpoint (off the request path) every N versions"
     )
@@ -89,6 +106,12 @@ class WriterPolicy(Model):
     shutdown_grace_seconds: float = Field(
         default=25.0, ge=0, le=3600, description="On SIGTERM, finish in-flight commits within this time"
     )
+
+    @model_validator(mode="after")
+    def _dead_letter_has_a_table(self) -> Self:
+        if self.invalid_rows == "deadLetter" and not self.dead_letter.uri:
+            raise ValueError("writer.invalidRows is deadLetter, but writer.deadLetter.uri is not set")
+        return self
 
 
 class WriterSpec(WriterPolicy):

@@ -47,6 +47,9 @@ class Metrics:
         self.batch_requests = Histogram(
             "batch_requests", "Requests per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
         )
+        self.dead_letters = Counter(
+            "ingest_dead_letter_rows", "Rows committed to the dead-letter table", registry=r
+        )
         self.duplicates = Counter(
             "ingest_duplicate_requests", "Requests acknowledged as already committed", registry=r
         )

@@ -51,7 +51,7 @@ def _expected_rows(body: Body) -> pa.Table:
         content_encoding=body.content_encoding,
         schema=SCHEMA,
         options=DecodeOptions(max_bytes=MAX_BYTES),
-    )
+    ).table
 
 
 def test_any_request_gets_a_client_answer_and_the_table_holds_exactly_the_acknowledged_rows(

@@ -164,6 +164,11 @@ BAD = {
     "negative retention": with_changes("spec.vacuum.retainHours", -1),
     "zero lease": with_changes("spec.locking.leaseSeconds", 0),
     "bad endpoint": with_changes("spec.storage.endpoint", "minio:9000"),
+    "dead letters without a table": with_changes("spec.writer.invalidRows", "deadLetter"),
+    "dead letters on a local path": with_changes(
+        "spec.writer", {"invalidRows": "deadLetter", "deadLetter": {"uri": "/data/dead"}}
+    ),
+    "bad invalidRows": with_changes("spec.writer.invalidRows", "skip"),
 }
 
 
@@ -189,6 +194,8 @@ def full_manifest() -> dict[str, Any]:
             "imagePullPolicy": "IfNotPresent",
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": 2147483648}},
             "authTokenSecret": {"name": "ingest-token", "key": "token"},
+            "invalidRows": "deadLetter",
+            "deadLetter": {"uri": "s3://lake/events-dead-letters"},
         },
         "compaction": {"suspend": True, "schedule": "@hourly"},
         "vacuum": {"full": True, "retainHours": 1.0, "schedule": "0 3 * * *"},
@@ -228,6 +235,8 @@ def test_partially_specified_sections_are_accepted(section: str) -> None:
         doc = with_changes(f"spec.{section}", {key: value})
         if section == "writer" and key == "replicas":
             doc["spec"]["locking"] = {"kind": "dynamodb"}
+        if section == "writer" and key == "invalidRows":
+            doc["spec"]["writer"]["deadLetter"] = full["deadLetter"]
         assert validate(custom_resource_definition(), doc) == [], f"{section}.{key}"
 
 

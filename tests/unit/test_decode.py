@@ -66,7 +66,9 @@ def _decode(body: bytes, content_type: str = "application/x-ndjson", **kw: objec
     options = kw.pop("options", STRICT)
     assert isinstance(options, DecodeOptions)
     encoding = kw.pop("content_encoding", None)
-    return decode(body, content_type=content_type, content_encoding=encoding, schema=SCHEMA, options=options)  # type: ignore[arg-type]
+    return decode(
+        body, content_type=content_type, content_encoding=encoding, schema=SCHEMA, options=options
+    ).table  # type: ignore[arg-type]
 
 
 def _row(table: pa.Table) -> dict[str, object]:
@@ -127,7 +129,7 @@ def test_unknown_fields_dropped_when_configured() -> None:
     table = _decode(b'{"id": 5, "extra": 1}\n', options=DecodeOptions(unknown_fields="drop"))
     assert table.schema == SCHEMA
     incoming = pa.table({"id": [1], "extra": ["x"]})
-    assert conform(incoming, SCHEMA, DecodeOptions(unknown_fields="drop")).num_rows == 1
+    assert conform(incoming, SCHEMA, DecodeOptions(unknown_fields="drop")).table.num_rows == 1
 
 
 @pytest.mark.parametrize(
@@ -257,7 +259,7 @@ RESCUE_SCHEMA = SCHEMA.append(pa.field("_rescued_data", pa.string()))
 def _rescue(body: bytes, content_type: str = "application/x-ndjson") -> list[dict[str, object]]:
     table = decode(
         body, content_type=content_type, content_encoding=None, schema=RESCUE_SCHEMA, options=RESCUING
-    )
+    ).table
     assert table.schema == RESCUE_SCHEMA
     return table.to_pylist()
 

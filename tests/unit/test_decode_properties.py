@@ -23,10 +23,46 @@ def test_every_body_decodes_to_the_schema_or_gets_a_client_error(body: Body) -> 
             content_encoding=body.content_encoding,
             schema=SCHEMA,
             options=DecodeOptions(max_bytes=4 * 1024 * 1024),
-        )
+        ).table
     except IngestError as err:
         assert err.status in CLIENT_ERRORS, err.body()
         assert isinstance(err.body()["error"], str) and err.body()["error"]
         return
     assert isinstance(table, pa.Table) and table.schema == SCHEMA and table.num_rows > 0
     table.validate(full=True)  # no invalid UTF-8 or broken offsets reach the table
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies())
+def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_ones_or_a_client_error(
+    body: Body,
+) -> None:
+    options = DecodeOptions(invalid_rows="deadLetter", max_bytes=4 * 1024 * 1024)
+    try:
+        decoded = decode(
+            body.data,
+            content_type=body.content_type,
+            content_encoding=body.content_encoding,
+            schema=SCHEMA,
+            options=options,
+        )
+    except IngestError as err:
+        assert err.status in CLIENT_ERRORS, err.body()
+        return
+    assert decoded.table.schema == SCHEMA and decoded.table.num_rows + len(decoded.dead) > 0
+    decoded.table.validate(full=True)
+    rows = [d.row for d in decoded.dead]
+    assert rows == sorted(set(rows)) and all(r >= 1 for r in rows)
+    assert all(d.error.startswith(f"row {d.row}") and d.raw for d in decoded.dead)
+    # What the reject policy accepts is accepted the same here, with nothing set apart.
+    try:
+        strict = decode(
+            body.data,
+            content_type=body.content_type,
+            content_encoding=body.content_encoding,
+            schema=SCHEMA,
+            options=DecodeOptions(max_bytes=4 * 1024 * 1024),
+        )
+    except IngestError:
+        return
+    assert decoded.dead == () and decoded.table.equals(strict.table)

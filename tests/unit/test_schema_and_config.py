@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 from pydantic import ValidationError
 
 from deltaingest.config import Settings, load_settings
 from deltaingest.delta_types import SchemaError, parse_type, type_name
+from deltaingest.ingest.service import open_dead_letters
 from deltaingest.table.schema import arrow_schema, normalize
 from deltaingest.table.storage import parse_key_values, redact, secret_values, storage_options
 
@@ -74,6 +76,8 @@ def test_settings_file_round_trip(tmp_path: Path) -> None:
         {"writer": {"unknownFields": "keep"}},
         {"writer": {"batching": {"maxRows": 0}}},
         {"writer": {"nope": 1}},
+        {"writer": {"invalidRows": "deadLetter"}},  # no dead-letter table
+        {"writer": {"invalidRows": "drop"}},
     ],
 )
 def test_bad_settings_rejected(data: dict[str, object]) -> None:
@@ -122,3 +126,27 @@ def test_shipped_examples_validate() -> None:
     for path in examples:
         settings = load_settings(path)
         assert arrow_schema(settings.table.columns).names  # every example declares a schema that parses
+
+
+def test_dead_letter_table_is_refused_inside_the_table(tmp_path: Path) -> None:
+    table = str(tmp_path / "events")
+    for inside in (table, f"{table}/_dead"):
+        settings = Settings.model_validate(
+            {"table": {"uri": table}, "writer": {"invalidRows": "deadLetter", "deadLetter": {"uri": inside}}}
+        )
+        with pytest.raises(ValueError, match="must be a table of its own"):
+            open_dead_letters(settings, table)
+    assert not (tmp_path / "events").exists()  # nothing created
+
+
+def test_an_existing_dead_letter_table_needs_the_dead_letter_columns(tmp_path: Path) -> None:
+    other = str(tmp_path / "other")
+    DeltaTable.create(other, pa.schema([pa.field("id", pa.int64())]))
+    settings = Settings.model_validate(
+        {
+            "table": {"uri": str(tmp_path / "t")},
+            "writer": {"invalidRows": "deadLetter", "deadLetter": {"uri": other}},
+        }
+    )
+    with pytest.raises(ValueError, match="without the dead-letter columns"):
+        open_dead_letters(settings, str(tmp_path / "t"))

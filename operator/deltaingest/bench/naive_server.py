@@ -28,7 +28,7 @@ def app(uri: str) -> web.Application:
             data = await loop.run_in_executor(
                 None,
                 lambda: decode(body, content_type=request.content_type, content_encoding=None, schema=schema,
-                               options=DecodeOptions()),
+                               options=DecodeOptions()).table,
             )  # fmt: skip
         except IngestError as err:
             return web.json_response(err.body(), status=err.status)

@@ -4,7 +4,8 @@ The writer's data-file PUT and its log PUT happen inside one delta-rs call, so t
 apart; this proxy sees each request. It forwards bytes and headers unchanged (SigV4 signs the Host header,
 which therefore stays the proxy's). A call is timed from the proxy's request upstream to the end of the
 answer: what the writer would wait for without the proxy. The proxy's own hop slows the traced writer, so
-the bench uses it for the breakdown only, never for the latency targets.
+the bench uses it for the breakdown only, never for the latency targets. Tests use its faults: a request
+the store never sees, or one it carries out while the writer is told it failed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,27 @@ from deltaingest.devservers import free_port
 _COMMIT_FILE = re.compile(r"\d{20}\.json")
 # Hop-by-hop headers (RFC 9110, 7.6.1) and what aiohttp sets itself.
 _DROP = {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade", "trailer"}
+
+
+@dataclass
+class Fault:
+    """Answer matching requests 403 (not retried by delta-rs' object store client), ``times`` times;
+    ``forward`` first passes the request on, so it takes effect although the writer sees a failure."""
+
+    method: str
+    path: re.Pattern[str]
+    forward: bool = False
+    times: int = 1
+    hits: int = 0
+
+    def applies(self, method: str, path: str) -> bool:
+        return self.hits < self.times and method == self.method and bool(self.path.search(path))
+
+
+_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>fault injected by the test proxy</Message></Error>"
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,16 @@ class S3Trace:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.calls: list[Call] = []
+        self.faults: list[Fault] = []
         self._guard = threading.Lock()
+
+    def _fault(self, method: str, path: str) -> Fault | None:
+        with self._guard:
+            for fault in self.faults:
+                if fault.applies(method, path):
+                    fault.hits += 1
+                    return fault
+        return None
 
     def between(self, start: float, end: float) -> list[Call]:
         with self._guard:
@@ -66,6 +97,9 @@ class S3Trace:
     async def _forward(self, request: web.Request, session: aiohttp.ClientSession) -> web.StreamResponse:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
+        fault = self._fault(request.method, request.path)
+        if fault is not None and not fault.forward:
+            return web.Response(status=403, body=_DENIED, content_type="application/xml")
         started = time.perf_counter()
         async with session.request(
             request.method,
@@ -81,6 +115,8 @@ class S3Trace:
             kind = classify(request.method, request.path, request.query_string)
             with self._guard:
                 self.calls.append(Call(kind, request.path_qs, started, seconds, answer.status))
+            if fault is not None:
+                return web.Response(status=403, body=_DENIED, content_type="application/xml")
             out = {k: v for k, v in answer.headers.items() if k.lower() not in _DROP}
             return web.Response(status=answer.status, body=payload, headers=out)
 

@@ -64,13 +64,15 @@ class ProducerFailed(ClientError):
 
 @dataclass(frozen=True)
 class Ack:
-    """A committed batch: the table version holding it, its rows, and whether the writer had already
-    committed this sequence (a retry's duplicate; its rows are in the table once)."""
+    """A committed batch: the table version holding it, its rows, whether the writer had already
+    committed this sequence (a retry's duplicate; its rows are in the table once), and how many of its rows
+    went to the dead-letter table (with ``writer.invalidRows: deadLetter``; ``rows`` does not count them)."""
 
     sequence: int
     version: int
     rows: int
     duplicate: bool = False
+    dead_lettered: int = 0
 
 
 class _Numbering:
@@ -152,6 +154,7 @@ class _Numbering:
             int(answer.body["version"]),
             int(answer.body["rows"]),
             bool(answer.body.get("duplicate")),
+            int(answer.body.get("deadLettered", 0)),
         )
         if ack.duplicate and auto and answer.attempts == 1:
             # Not a retry of ours: someone else's batch holds this number, and ours was not written.

@@ -21,11 +21,13 @@ from deltaingest.metrics import Metrics
 
 @dataclass(frozen=True)
 class Ack:
-    """What the client is told once its rows are committed (or were already committed)."""
+    """What the client is told once its rows are committed (or were already committed): the table's rows,
+    and how many went to the dead-letter table."""
 
     version: int
     rows: int
     duplicate: bool
+    dead_lettered: int = 0
 
 
 @dataclass
@@ -72,7 +74,7 @@ class GroupCommitter:
         if key is not None and key in self._by_key:
             # The same sequence is already queued or committing (a client retry raced its original).
             ack = await asyncio.shield(self._by_key[key])
-            return Ack(ack.version, ack.rows, duplicate=True)
+            return Ack(ack.version, ack.rows, duplicate=True, dead_lettered=ack.dead_lettered)
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         # A client that hung up leaves nobody to read a failure; mark it read so asyncio does not warn.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -109,7 +111,8 @@ class GroupCommitter:
                 for pending, written in zip(group, result.written, strict=True):
                     if not written:
                         self._metrics.duplicates.inc()
-                    ack = Ack(result.version, pending.batch.data.num_rows, duplicate=not written)
+                    batch = pending.batch
+                    ack = Ack(result.version, batch.data.num_rows, not written, len(batch.dead))
                     _settle(pending.future, ack=ack)
             if self._queue or self._closing:
                 self._wake.set()

@@ -1,17 +1,24 @@
 """One group commit: take the lock, bring the table up to date, drop already-committed sequences, append,
-stamp the commit with the fencing token, release. Runs on the single commit thread."""
+stamp the commit with the fencing token, release. Runs on the single commit thread.
+
+With a dead-letter table, a group's dead rows are committed there first, under the table's lease, with the
+same producer sequences as ``txn`` actions: a retry after the first of the two commits landed writes the
+dead rows no second time, and the rows of the table no first time short."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 from deltalake import write_deltalake
 from deltalake.transaction import CommitProperties, Transaction
 
+from deltaingest.ingest.deadletter import DEAD_LETTER_SCHEMA
+from deltaingest.ingest.decode import DeadRow
 from deltaingest.ingest.errors import CommitFailed
 from deltaingest.locking.lease import Lease, Lock, LockTimeout, check_lease
 from deltaingest.metrics import Metrics
@@ -28,11 +35,34 @@ _HISTORY_SEARCH = 200
 
 @dataclass(frozen=True)
 class Batch:
-    """The rows of one request, already validated, and its exactly-once identity if the producer sent one."""
+    """The rows of one request, already validated, and its exactly-once identity if the producer sent one;
+    with dead-lettering, also the rows set apart and what the dead-letter table records of the request."""
 
     data: pa.Table
     producer: str | None = None
     sequence: int | None = None
+    dead: tuple[DeadRow, ...] = ()
+    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    request_id: str | None = None
+
+
+def dead_letter_rows(batches: Sequence[Batch]) -> pa.Table:
+    """The dead rows of ``batches``, in order, each with its batch's identity: rows for the dead-letter
+    table."""
+    dead = [(batch, row) for batch in batches for row in batch.dead]
+    return pa.Table.from_pydict(
+        {
+            "raw": [row.raw for _, row in dead],
+            "error": [row.error for _, row in dead],
+            "field": [row.field for _, row in dead],
+            "row_number": [row.row for _, row in dead],
+            "received_at": [batch.received_at for batch, _ in dead],
+            "producer_id": [batch.producer for batch, _ in dead],
+            "sequence": [batch.sequence for batch, _ in dead],
+            "request_id": [batch.request_id for batch, _ in dead],
+        },
+        schema=DEAD_LETTER_SCHEMA,
+    )
 
 
 @dataclass(frozen=True)
@@ -80,8 +110,12 @@ class Committer:
         metrics: Metrics,
         attempts: int = 5,
         on_commit: Callable[[int], None] | None = None,
+        dead_letters: HotTable | None = None,
+        on_dead_letter_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._table = table
+        self._dead_letters = dead_letters
+        self._on_dead_letter_commit = on_dead_letter_commit
         self._lock = lock
         self._metrics = metrics
         self._attempts = attempts
@@ -90,6 +124,7 @@ class Committer:
         self._app_id = f"deltaingest-writer:{lock.holder}"
         self._commit_seq = 0
         self._suspect = False  # the loaded table may be wrong after a failed attempt
+        self._dead_letters_suspect = False
         # The plan of the last write sent for the current group: if that write landed although we saw an
         # error, a retry must acknowledge it with this plan instead of writing again.
         self._sent_plan: tuple[bool, ...] | None = None
@@ -103,7 +138,7 @@ class Committer:
             try:
                 result = self._attempt(batches, commit_id)
             except Exception as err:
-                self._suspect = True
+                self._suspect = self._dead_letters_suspect = True
                 # A lock we already waited acquireTimeoutSeconds for is final; a lost lease or a failed
                 # lock call is retried like any other attempt, under a new lease.
                 if attempt == self._attempts or isinstance(err, LockTimeout):
@@ -143,20 +178,21 @@ class Committer:
                 lease.release_version = self._table.version()
                 return GroupResult(self._find_version(commit_id), self._sent_plan)
             written, txns = plan_writes(batches, table.transaction_version)
-            if not any(written):
+            fresh = [b for b, w in zip(batches, written, strict=True) if w]
+            self._write_dead_letters(fresh, commit_id, lease)
+            data = pa.concat_tables([b.data for b in fresh]) if fresh else None
+            if data is None or (data.num_rows == 0 and not txns):
+                # Nothing for the table: every batch a duplicate, or only unsequenced dead rows.
                 lease.release_version = self._table.version()
                 return GroupResult(self._table.version(), written)
-            data = pa.concat_tables([b.data for b, w in zip(batches, written, strict=True) if w])
+            metadata = self._metadata(commit_id, lease)
             now_ms = int(time.time() * 1000)
             transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
             transactions.append(Transaction(self._app_id, commit_id, now_ms))
-            metadata = {
-                WRITER_KEY: self._lock.holder,
-                COMMIT_ID_KEY: str(commit_id),
-                **({FENCING_TOKEN_KEY: str(lease.token)} if lease.token is not None else {}),
-            }
             check_lease(lease)
             self._sent_plan = written
+            # With no good rows but sequences to record (a request all dead letters), an empty append still
+            # commits the txn actions: a retry of the request is then a duplicate here too.
             write_deltalake(
                 table,
                 data,
@@ -170,6 +206,49 @@ class Committer:
             return GroupResult(version, written)
         finally:
             self._lock.release(lease)
+
+    def _metadata(self, commit_id: int, lease: Lease) -> dict[str, str]:
+        return {
+            WRITER_KEY: self._lock.holder,
+            COMMIT_ID_KEY: str(commit_id),
+            **({FENCING_TOKEN_KEY: str(lease.token)} if lease.token is not None else {}),
+        }
+
+    def _write_dead_letters(self, fresh: Sequence[Batch], commit_id: int, lease: Lease) -> None:
+        """Commit the dead rows of the group's fresh batches to the dead-letter table, unless an earlier
+        attempt (ours: our app id at this commit id) or replica (the producer's sequence) already did."""
+        if self._dead_letters is None or not any(b.dead for b in fresh):
+            return
+        dead_letters = self._dead_letters
+        if self._dead_letters_suspect:
+            dead_letters.reload()
+            self._dead_letters_suspect = False
+        else:
+            dead_letters.refresh()  # another replica may have written dead letters since
+        table = dead_letters.table
+        if (table.transaction_version(self._app_id) or -1) >= commit_id:
+            return
+        candidates = [b for b in fresh if b.dead]
+        new, txns = plan_writes(candidates, table.transaction_version)
+        todo = [b for b, n in zip(candidates, new, strict=True) if n]
+        if not todo:
+            return
+        now_ms = int(time.time() * 1000)
+        transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
+        transactions.append(Transaction(self._app_id, commit_id, now_ms))
+        check_lease(lease)
+        write_deltalake(
+            table,
+            dead_letter_rows(todo),
+            mode="append",
+            commit_properties=CommitProperties(
+                custom_metadata=self._metadata(commit_id, lease), app_transactions=transactions
+            ),
+            post_commithook_properties=NO_HOOKS,
+        )
+        self._metrics.dead_letters.inc(sum(len(b.dead) for b in todo))
+        if self._on_dead_letter_commit is not None:
+            self._on_dead_letter_commit(dead_letters.version())
 
     def _catch_up(self, lease: Lease) -> None:
         """Make the loaded table current, skipping the log read when the lock says nothing changed."""

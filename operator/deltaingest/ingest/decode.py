@@ -2,7 +2,8 @@
 
 NDJSON and JSON arrays go through Arrow's C++ JSON reader with the table schema as an explicit schema (about
 1 ms per 1,000 rows). Only when that fails do we parse with Python's ``json`` to say which row and field is
-wrong: the slow path runs for bad requests alone.
+wrong: the slow path runs for bad requests alone. With ``invalidRows: deadLetter`` the rows that cannot be
+written come back beside the table, each with its reason, instead of refusing the request.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import binascii
 import datetime as dt
 import decimal
+import functools
 import io
 import json
 import re
@@ -45,7 +47,26 @@ class DecodeOptions:
     """How strict decoding is and how large a decompressed body may get."""
 
     unknown_fields: Literal["reject", "drop", "rescue"] = "reject"
+    invalid_rows: Literal["reject", "deadLetter"] = "reject"
     max_bytes: int = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DeadRow:
+    """A row that cannot be written: as sent (JSON), why, and where (rows from 1; NDJSON by line)."""
+
+    raw: str
+    error: str
+    field: str | None
+    row: int
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A body's rows that fit the table, and (dead-lettering) those that do not, in body order."""
+
+    table: pa.Table
+    dead: tuple[DeadRow, ...] = ()
 
 
 def decode(
@@ -55,24 +76,27 @@ def decode(
     content_encoding: str | None,
     schema: pa.Schema,
     options: DecodeOptions,
-) -> pa.Table:
-    """Decode one request body into a table with exactly ``schema``; raise an ``IngestError`` otherwise."""
+) -> Decoded:
+    """Decode one request body into a table with exactly ``schema``; raise an ``IngestError`` otherwise.
+
+    Dead-lettering, a row-level problem puts that row in ``dead`` instead; what is wrong with the body as a
+    whole (not JSON, not UTF-8, a column of the wrong type in an Arrow stream) still raises."""
     data = decompress(body, content_encoding, limit=options.max_bytes)
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if not data.strip():
         raise BadRequest("the request body is empty")
     if media in NDJSON_TYPES:
-        table = _read_json(data, schema, options, array=False)
+        decoded = _read_json(data, schema, options, array=False)
     elif media == JSON_TYPE:
-        table = _read_json(data, schema, options, array=not data.lstrip().startswith(b"{"))
+        decoded = _read_json(data, schema, options, array=not data.lstrip().startswith(b"{"))
     elif media == ARROW_STREAM_TYPE:
-        table = conform(_read_arrow_stream(data), schema, options)
+        decoded = conform(_read_arrow_stream(data), schema, options)
     else:
         accepted = sorted({*NDJSON_TYPES, JSON_TYPE, ARROW_STREAM_TYPE})
         raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}; use one of {accepted}")
-    if table.num_rows == 0:
+    if decoded.table.num_rows + len(decoded.dead) == 0:
         raise BadRequest("the request contains no rows")
-    return table
+    return decoded
 
 
 def decompress(body: bytes, encoding: str | None, *, limit: int) -> bytes:
@@ -99,13 +123,57 @@ def decompress(body: bytes, encoding: str | None, *, limit: int) -> bytes:
 # -- JSON -------------------------------------------------------------------------------------------------
 
 
-def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> pa.Table:
+def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> Decoded:
     if options.unknown_fields == "rescue":
         return _read_json_rescuing(data, schema, options, array=array)
     try:
-        return _read_json_fast(data, schema, options, array=array)
+        return Decoded(_read_json_fast(data, schema, options, array=array))
     except (*_ARROW_ERRORS, binascii.Error) as err:
+        if options.invalid_rows == "deadLetter":
+            return _read_json_sorting(data, schema, options, array=array, fallback=str(err))
         raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
+
+
+def _read_json_sorting(
+    data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool, fallback: str
+) -> Decoded:
+    """Dead-lettering: the rows that pass the checks go on to Arrow's reader, the others to ``dead``."""
+    dead: list[DeadRow] = []
+    kept: list[bytes] = []
+    struct = pa.struct(list(schema))
+    for number, row, text in _json_rows(data, array=array, exact=True, dead=dead):
+        problem = _check_object(row, list(schema), options, prefix="")
+        if problem is None:
+            known = {k: v for k, v in row.items() if k in schema.names}  # drop: unknown fields go
+            kept.append(json.dumps(_exact(known, struct), default=_rescued_value).encode())
+        else:
+            dead.append(_dead_row(number, row, text, _row_error(number, *problem)))
+    return Decoded(_read_kept(kept, schema, options, fallback), _in_order(dead))
+
+
+def _read_kept(kept: list[bytes], schema: pa.Schema, options: DecodeOptions, fallback: str) -> pa.Table:
+    """The rows that passed the checks, as NDJSON, through Arrow's reader (unknown fields already gone)."""
+    if not kept:
+        return schema.empty_table()
+    try:
+        return _read_json_fast(b"\n".join(kept), schema, options, array=False)
+    except (*_ARROW_ERRORS, binascii.Error):
+        raise Unprocessable(f"the data does not fit the table schema: {fallback}") from None
+
+
+def _dead_row(number: int, row: Any, text: str | None, err: IngestError) -> DeadRow:
+    raw = text if text is not None else json.dumps(row, default=_rescued_value)
+    return DeadRow(raw, err.message, err.detail.get("field"), number)
+
+
+def _in_order(dead: list[DeadRow]) -> tuple[DeadRow, ...]:
+    return tuple(sorted(dead, key=lambda d: d.row))
+
+
+def _row_error(number: int, field: str, message: str) -> Unprocessable:
+    """A row's problem as the client sees it: ``row 3, field 'id': ...`` (``field`` may be empty)."""
+    where = f"row {number}, field '{field}'" if field else f"row {number}"
+    return Unprocessable(f"{where}: {message}", row=number, field=field or None)
 
 
 def _read_json_fast(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> pa.Table:
@@ -153,27 +221,30 @@ def rescue_fields(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f for f in schema if f.name != RESCUED_COLUMN])
 
 
-def _read_json_rescuing(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> pa.Table:
+def _read_json_rescuing(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> Decoded:
     """Rows as sent when they fit (the fast path); otherwise each row's unknown fields, and its values that do
     not fit a nullable column, go as one JSON object into the rescue column, the column itself null."""
     fields = rescue_fields(schema)
     strict = DecodeOptions(unknown_fields="reject", max_bytes=options.max_bytes)
+    dead: list[DeadRow] | None = [] if options.invalid_rows == "deadLetter" else None
     try:
         table = _read_json_fast(data, fields, strict, array=array)
         rescued: list[str | None] = [None] * table.num_rows
     except (*_ARROW_ERRORS, binascii.Error) as err:
-        rows = _json_rows(data, array=array, exact=True)
         kept: list[bytes] = []
         rescued = []
-        for number, row in rows:
-            clean, extra = _rescue_row(number, row, fields, strict)
+        for number, row, text in _json_rows(data, array=array, exact=True, dead=dead):
+            try:
+                clean, extra = _rescue_row(number, row, fields, strict)
+            except Unprocessable as problem:
+                if dead is None:
+                    raise
+                dead.append(_dead_row(number, row, text, problem))
+                continue
             kept.append(json.dumps(clean).encode())
             rescued.append(json.dumps(extra, default=_rescued_value) if extra else None)
-        try:
-            table = _read_json_fast(b"\n".join(kept), fields, strict, array=False)
-        except (*_ARROW_ERRORS, binascii.Error):
-            raise Unprocessable(f"the data does not fit the table schema: {err}") from None
-    return _with_rescued(table, rescued, schema)
+        table = _read_kept(kept, fields, strict, str(err))
+    return Decoded(_with_rescued(table, rescued, schema), _in_order(dead or []))
 
 
 def _rescue_row(
@@ -181,7 +252,7 @@ def _rescue_row(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """What of one parsed row goes to the columns, and what is rescued; 422 for what cannot be either."""
     if not isinstance(row, dict):
-        raise Unprocessable(f"row {number}: expected a JSON object, got {_json_kind(row)}", row=number)
+        raise _row_error(number, "", f"expected a JSON object, got {_json_kind(row)}")
     extra = {key: value for key, value in row.items() if key not in fields.names}
     clean: dict[str, Any] = {}
     for field in fields:
@@ -195,9 +266,7 @@ def _rescue_row(
         elif field.nullable:
             extra[field.name] = item  # the whole top-level value, even when the misfit is nested
         else:
-            raise Unprocessable(
-                f"row {number}, field '{problem[0]}': {problem[1]}", row=number, field=problem[0]
-            )
+            raise _row_error(number, *problem)
     return clean, extra
 
 
@@ -289,17 +358,19 @@ def diagnose_json(
         rows = _json_rows(data, array=array)
     except BadRequest as err:
         return err
-    for number, row in rows:
+    for number, row, _ in rows:
         problem = _check_object(row, list(schema), options, prefix="")
         if problem is not None:
-            field, message = problem
-            where = f"row {number}, field '{field}'" if field else f"row {number}"
-            return Unprocessable(f"{where}: {message}", row=number, field=field or None)
+            return _row_error(number, *problem)
     return Unprocessable(f"the data does not fit the table schema: {fallback}")
 
 
-def _json_rows(data: bytes, *, array: bool, exact: bool = False) -> list[tuple[int, Any]]:
-    """A JSON body's rows, numbered from 1 (NDJSON: by line); ``exact`` keeps fractions as ``Decimal``."""
+def _json_rows(
+    data: bytes, *, array: bool, exact: bool = False, dead: list[DeadRow] | None = None
+) -> list[tuple[int, Any, str | None]]:
+    """A JSON body's rows, numbered from 1 (NDJSON: by line), with each NDJSON line's text; ``exact`` keeps
+    fractions as ``Decimal``. Given ``dead``, an NDJSON line that is not JSON goes there instead of failing
+    the body (a body that is not UTF-8, or a JSON array that does not parse, fails as a whole)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -308,14 +379,20 @@ def _json_rows(data: bytes, *, array: bool, exact: bool = False) -> list[tuple[i
         parsed = _parse_json(text, row=None, exact=exact)
         if not isinstance(parsed, list):
             raise BadRequest("an application/json body must be an array of objects (or a single object)")
-        return list(enumerate(parsed, start=1))
-    return [
-        (number, _parse_json(line, row=number, exact=exact))
-        # Lines end at "\n" only, as for Arrow's reader: str.splitlines would also break at U+2028 and
-        # other separators, which a JSON string may hold as they are.
-        for number, line in enumerate(text.split("\n"), start=1)
-        if line.strip()
-    ]
+        return [(number, row, None) for number, row in enumerate(parsed, start=1)]
+    rows: list[tuple[int, Any, str | None]] = []
+    # Lines end at "\n" only, as for Arrow's reader: str.splitlines would also break at U+2028 and other
+    # separators, which a JSON string may hold as they are.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, _parse_json(line, row=number, exact=exact), line))
+        except BadRequest as err:
+            if dead is None:
+                raise
+            dead.append(DeadRow(line, err.message, None, number))
+    return rows
 
 
 def _parse_json(text: str, *, row: int | None, exact: bool = False) -> Any:
@@ -477,11 +554,15 @@ def _read_arrow_stream(data: bytes) -> pa.Table:
         raise BadRequest(f"body is not an Arrow IPC stream: {err}") from None
 
 
-def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> pa.Table:
+def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> Decoded:
     """Make ``table`` exactly ``schema``: drop, reject or rescue unknown columns, null-fill missing nullable
     ones, apply safe widening casts, and refuse nulls in non-nullable columns (naming the first bad row).
-    Rescuing, a nullable column that cannot be cast goes to the rescue column too, its own values null."""
+    Rescuing, a nullable column that cannot be cast goes to the rescue column too, its own values null.
+    Dead-lettering, the rows with a null (or absent) non-nullable column are set apart instead; a column
+    that cannot be cast at all is the whole stream's problem and still refused."""
     rescue = options.unknown_fields == "rescue"
+    sorting = options.invalid_rows == "deadLetter"
+    unfit: list[tuple[str, str, pa.ChunkedArray]] = []  # dead-lettering: field, why, rows it holds for
     target = rescue_fields(schema) if rescue else schema
     names = table.column_names
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -495,8 +576,11 @@ def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> pa.Ta
     for field in target:
         if field.name not in names:
             if not field.nullable:
-                raise Unprocessable(f"field '{field.name}': required column is missing", field=field.name)
-            columns.append(pa.nulls(table.num_rows, field.type))
+                if not sorting:
+                    raise Unprocessable(f"field '{field.name}': required column is missing", field=field.name)
+                everyone = pa.chunked_array([pa.array([True] * table.num_rows, pa.bool_())])
+                unfit.append((field.name, "missing, but the column is not nullable", everyone))
+            columns.append(pa.chunked_array([pa.nulls(table.num_rows, field.type)]))
             continue
         column = table.column(field.name)
         if column.type != field.type:
@@ -508,23 +592,44 @@ def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> pa.Ta
                 extras[field.name] = column
                 column = pa.chunked_array([pa.nulls(table.num_rows, field.type)])
         if not field.nullable and column.null_count:
-            row = _first_null(column) + 1
-            raise Unprocessable(
-                f"row {row}, field '{field.name}': null in a non-nullable column", row=row, field=field.name
-            )
+            if sorting:
+                unfit.append((field.name, "null in a non-nullable column", pc.is_null(column)))
+            else:
+                row = _first_null(column) + 1
+                raise _row_error(row, field.name, "null in a non-nullable column")
         columns.append(column)
     conformed = pa.Table.from_arrays(columns, schema=target)
-    if not rescue:
-        return conformed
+    if rescue:
+        conformed = _with_rescued(conformed, _rescued_rows(table.num_rows, extras), schema)
+    if not unfit:
+        return Decoded(conformed)
+    return _set_apart(table, conformed, unfit)
+
+
+def _set_apart(sent: pa.Table, conformed: pa.Table, unfit: list[tuple[str, str, pa.ChunkedArray]]) -> Decoded:
+    """The rows of ``conformed`` that no ``unfit`` mask holds for, and the others as dead rows (``sent``'s
+    values, the first unfit field per row)."""
+    bad = functools.reduce(pc.or_, [mask for _, _, mask in unfit])
+    indices = pc.indices_nonzero(bad).to_pylist()
+    masks = [(name, why, mask.to_pylist()) for name, why, mask in unfit]
+    raws = sent.take(indices).to_pylist()
+    dead = []
+    for index, raw in zip(indices, raws, strict=True):
+        name, why = next((name, why) for name, why, holds in masks if holds[index])
+        err = _row_error(index + 1, name, why)
+        dead.append(DeadRow(json.dumps(raw, default=_rescued_value), err.message, name, index + 1))
+    return Decoded(conformed.filter(pc.invert(bad)), tuple(dead))
+
+
+def _rescued_rows(num_rows: int, extras: dict[str, pa.ChunkedArray]) -> list[str | None]:
+    """Per row, the rescued columns' non-null values as one JSON object (None when there are none)."""
     values = {name: column.to_pylist() for name, column in extras.items()}
-    rescued = [
+    return [
         json.dumps(row, default=_rescued_value) if row else None
         for row in (
-            {name: vals[i] for name, vals in values.items() if vals[i] is not None}
-            for i in range(table.num_rows)
+            {name: vals[i] for name, vals in values.items() if vals[i] is not None} for i in range(num_rows)
         )
     ]
-    return _with_rescued(conformed, rescued, schema)
 
 
 def _cast_column(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:

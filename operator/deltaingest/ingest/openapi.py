@@ -38,7 +38,8 @@ _SEQUENCE = (
 # Content-Encoding is HTTP's, not a parameter: a generated "gzip" on a plain body would be a lie.
 _BODY = (
     "Rows as JSON (one object or an array), NDJSON or an Arrow IPC stream; any of them may be sent with "
-    "`Content-Encoding: gzip`. All rows are committed together or none."
+    "`Content-Encoding: gzip`. All rows are committed together or none; with `writer.invalidRows: "
+    "deadLetter`, the rows that cannot be written go to the dead-letter table, in the same answer."
 )
 _PRODUCER_ID_SCHEMA = {
     "type": "string",
@@ -139,12 +140,21 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(schema: pa.Schema, *, unknown_fields: str, auth: bool, version: str) -> dict[str, Any]:
+def openapi_document(
+    schema: pa.Schema, *, unknown_fields: str, invalid_rows: str, auth: bool, version: str
+) -> dict[str, Any]:
     """The document for a writer of a table with ``schema``."""
     row = object_schema(list(schema), additional=unknown_fields != "reject")
+    dead_lettering = invalid_rows == "deadLetter"
+    committed = (
+        "Committed: the rows that fit are in table version `version`, the others (`deadLettered`) in the "
+        "dead-letter table."
+        if dead_lettering
+        else "Committed: every row is in table version `version`."
+    )
     security: list[dict[str, list[str]]] = [{"bearer": []}] if auth else []
     ingest_responses = {
-        "200": _ok("Committed: every row is in table version `version`.", "Ack"),
+        "200": _ok(committed, "Ack"),
         **{
             str(s): _error(d, retry_after=s in (429, 503))
             for s, d in _INGEST_ERRORS.items()
@@ -291,11 +301,22 @@ def openapi_document(schema: pa.Schema, *, unknown_fields: str, auth: bool, vers
                 "Row": row,
                 "Ack": {
                     "type": "object",
-                    "required": ["version", "rows"],
+                    "required": ["version", "rows", *(["deadLettered"] if dead_lettering else [])],
                     "properties": {
                         "version": {"type": "integer", "minimum": 0},
                         "rows": {"type": "integer", "minimum": 0},
                         "duplicate": {"type": "boolean", "description": "A retry of a committed sequence."},
+                        **(
+                            {
+                                "deadLettered": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "Rows of the request committed to the dead-letter table.",
+                                }
+                            }
+                            if dead_lettering
+                            else {}
+                        ),
                     },
                 },
                 "Error": {

@@ -64,7 +64,9 @@ class IngestServer:
         self._metrics = metrics
         self._auth = auth_token
         self._decode_options = DecodeOptions(
-            unknown_fields=spec.unknown_fields, max_bytes=spec.max_request_bytes
+            unknown_fields=spec.unknown_fields,
+            invalid_rows=spec.invalid_rows,
+            max_bytes=spec.max_request_bytes,
         )
         self._inflight = 0
         self.ready = False
@@ -112,7 +114,7 @@ class IngestServer:
                 reserved = self._reserve(len(body))
             self._metrics.ingest_bytes.inc(len(body))
             decoding = time.perf_counter()
-            data = await asyncio.get_running_loop().run_in_executor(
+            decoded = await asyncio.get_running_loop().run_in_executor(
                 self._decoders,
                 lambda: decode(
                     body,
@@ -123,8 +125,13 @@ class IngestServer:
                 ),
             )
             self._metrics.commit_stage.labels("decode").observe(time.perf_counter() - decoding)
-            ack = await self._group.submit(Batch(data, producer, sequence))
+            batch = Batch(
+                decoded.table, producer, sequence, dead=decoded.dead, request_id=request[REQUEST_ID_KEY]
+            )
+            ack = await self._group.submit(batch)
             payload: dict[str, Any] = {"version": ack.version, "rows": ack.rows}
+            if self._spec.invalid_rows == "deadLetter":
+                payload["deadLettered"] = ack.dead_lettered
             if ack.duplicate:
                 payload["duplicate"] = True
             response = web.json_response(payload)
@@ -191,6 +198,7 @@ class IngestServer:
         document = openapi_document(
             self._table.schema,
             unknown_fields=self._spec.unknown_fields,
+            invalid_rows=self._spec.invalid_rows,
             auth=self._auth is not None,
             version=__version__,
         )
@@ -210,6 +218,8 @@ class IngestServer:
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Where the middleware leaves the request id for handlers (the dead-letter table records it).
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 
 @web.middleware
@@ -220,6 +230,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     headers = {REQUEST_ID_HEADER: request_id}
+    request[REQUEST_ID_KEY] = request_id
     try:
         response = await handler(request)
     except IngestError as err:  # raised by a handler other than ingest, which answers its own

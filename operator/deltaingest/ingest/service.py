@@ -16,14 +16,15 @@ from aiohttp import web
 from deltaingest.config import Settings
 from deltaingest.ingest.batcher import GroupCommitter
 from deltaingest.ingest.committer import Committer
+from deltaingest.ingest.deadletter import DEAD_LETTER_SCHEMA, dead_letter_spec
 from deltaingest.ingest.server import IngestServer, metrics_app
 from deltaingest.locking.factory import build_lock, lock_kind
 from deltaingest.locking.lease import Lock, new_holder_id
 from deltaingest.maintenance.checkpoint import Checkpointer
 from deltaingest.metrics import Metrics
 from deltaingest.protocol import RESCUED_COLUMN
-from deltaingest.table.hot import HotTable, LatestView, ensure_column, locate, open_table
-from deltaingest.table.storage import redact
+from deltaingest.table.hot import HotTable, LatestView, ensure_column, locate, open_table, resolve_uri
+from deltaingest.table.storage import redact, storage_options
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,12 @@ class Writer:
     committer: Committer
     checkpointer: Checkpointer
     metrics: Metrics
+    dead_letter_checkpointer: Checkpointer | None = None
 
     def close(self) -> None:
         self.checkpointer.close()
+        if self.dead_letter_checkpointer is not None:
+            self.dead_letter_checkpointer.close()
         self.lock.close()
 
 
@@ -55,23 +59,22 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
         if settings.writer.unknown_fields == "rescue":
             loaded = ensure_column(uri, options, loaded, RESCUED_COLUMN)
         table = HotTable(uri, options, loaded)
+        dead_letters = (
+            open_dead_letters(settings, uri) if settings.writer.invalid_rows == "deadLetter" else None
+        )
     except BaseException:
         lock.close()
         raise
-    checkpointer = Checkpointer(
-        uri=uri,
-        options=options,
-        every=settings.writer.checkpoint_every,
-        start_version=table.version(),
-        on_fresh=table.offer,
-        metrics=metrics,
-    )
+    checkpointer = _checkpointer(table, settings, metrics)
+    dead_letter_checkpointer = _checkpointer(dead_letters, settings, metrics) if dead_letters else None
     committer = Committer(
         table,
         lock,
         metrics=metrics,
         attempts=settings.writer.commit_attempts,
         on_commit=checkpointer.committed,
+        dead_letters=dead_letters,
+        on_dead_letter_commit=dead_letter_checkpointer.committed if dead_letter_checkpointer else None,
     )
     metrics.table_version.set(table.version())
     log.info(
@@ -82,7 +85,39 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
         lock_kind(settings.locking, uri),
         redact(options),
     )
-    return Writer(table, lock, committer, checkpointer, metrics)
+    return Writer(table, lock, committer, checkpointer, metrics, dead_letter_checkpointer)
+
+
+def open_dead_letters(settings: Settings, uri: str) -> HotTable:
+    """The dead-letter table, created when missing; refused when it is the table or lies inside it (the
+    table's vacuum would delete its files) or when its columns are not the dead-letter table's."""
+    assert settings.writer.dead_letter.uri is not None  # the settings model requires it here
+    dead_uri = resolve_uri(settings.writer.dead_letter.uri)
+    if dead_uri == uri or dead_uri.startswith(uri + "/") or uri.startswith(dead_uri + "/"):
+        raise ValueError(
+            f"writer.deadLetter.uri {dead_uri} must be a table of its own, outside the table {uri}"
+        )
+    options = storage_options(dead_uri, overrides=settings.storage_options)
+    loaded = open_table(dead_uri, dead_letter_spec(dead_uri), options)
+    table = HotTable(dead_uri, options, loaded)
+    missing = [f.name for f in DEAD_LETTER_SCHEMA if f not in table.schema]
+    if missing:
+        raise ValueError(
+            f"writer.deadLetter.uri {dead_uri} is a Delta table without the dead-letter columns {missing}"
+        )
+    log.info("dead letters go to %s at version %d", dead_uri, table.version())
+    return table
+
+
+def _checkpointer(table: HotTable, settings: Settings, metrics: Metrics) -> Checkpointer:
+    return Checkpointer(
+        uri=table.uri,
+        options=table.options,
+        every=settings.writer.checkpoint_every,
+        start_version=table.version(),
+        on_fresh=table.offer,
+        metrics=metrics,
+    )
 
 
 async def serve(

@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from deltaingest.config import (
     CompactionPolicy,
+    DeadLetterSpec,
     LockPolicy,
     Model,
     TableSpec,
@@ -122,8 +123,26 @@ class Locking(LockPolicy):
     )
 
 
+class DeadLetter(DeadLetterSpec):
+    """The dead-letter table: an object-store URI, like the table's."""
+
+    uri: str | None = Field(
+        default=None,
+        pattern=TABLE_URI_PATTERN,
+        description="s3://bucket/path of the dead-letter table (created when missing), outside the table's",
+    )
+
+
 class Writer(WriterPolicy):
     """The writer Deployment: the HTTP ingest path."""
+
+    model_config = _cel(
+        (
+            "!has(self.invalidRows) || self.invalidRows != 'deadLetter' || "
+            "(has(self.deadLetter) && has(self.deadLetter.uri))",
+            "writer.invalidRows: deadLetter needs writer.deadLetter.uri",
+        )
+    )
 
     replicas: int = Field(default=1, ge=0, le=64, description="Writer pods (the scale subresource)")
     image: str | None = Field(default=None, description="Default: the operator's own image")
@@ -132,6 +151,7 @@ class Writer(WriterPolicy):
     auth_token_secret: SecretKeyRef | None = Field(
         default=None, description="Clients must send this token as 'Authorization: Bearer ...'"
     )
+    dead_letter: DeadLetter = Field(default_factory=DeadLetter)
 
 
 class MaintenanceJob(Model):
