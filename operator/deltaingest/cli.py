@@ -460,8 +460,7 @@ def print_openapi(settings: Settings) -> int:
         raise ValueError("the settings give no table.schema to describe")
     document = openapi_document(
         arrow_schema(settings.table.columns),
-        unknown_fields=settings.writer.unknown_fields,
-        invalid_rows=settings.writer.invalid_rows,
+        policy=settings.writer,
         auth=settings.writer.auth_token_env is not None,
         version=__version__,
     )

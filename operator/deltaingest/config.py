@@ -92,6 +92,16 @@ class WriterPolicy(Model):
         description="Fields not in the table: refuse the request, drop them, or rescue them (and values "
         "that fit no nullable column) as JSON into the _rescued_data column",
     )
+    schema_evolution: Literal["none", "addColumns"] = Field(
+        default="none",
+        description="addColumns: top-level fields not in the table become new nullable columns, typed from "
+        "the data and added in the commit of their rows; none: unknownFields decides",
+    )
+    infer_timestamps: bool = Field(
+        default=False,
+        description="With addColumns: a new field whose strings are all ISO-8601 date-times becomes a "
+        "timestamp column (timestamp_ntz when none has an offset) instead of a string column",
+    )
     invalid_rows: Literal["reject", "deadLetter"] = Field(
         default="reject",
         description="Rows that cannot be written (a non-nullable column missing, null or unfit, an unknown "

@@ -23,12 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def example_document(**overrides: Any) -> dict[str, Any]:
     settings = load_settings(ROOT / "examples" / "events.yaml")
-    options = {
-        "unknown_fields": settings.writer.unknown_fields,
-        "invalid_rows": settings.writer.invalid_rows,
-        "auth": False,
-        "version": __version__,
-    }
+    options = {"policy": settings.writer, "auth": False, "version": __version__}
     return openapi_document(arrow_schema(settings.table.columns), **(options | overrides))
 
 

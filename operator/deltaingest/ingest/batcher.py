@@ -108,7 +108,10 @@ class GroupCommitter:
                 for pending in group:
                     _settle(pending.future, error=CommitFailed(f"commit failed: {err}"))
             else:
-                for pending, written in zip(group, result.written, strict=True):
+                for index, (pending, written) in enumerate(zip(group, result.written, strict=True)):
+                    if index in result.refused:
+                        _settle(pending.future, error=result.refused[index])
+                        continue
                     if not written:
                         self._metrics.duplicates.inc()
                     batch = pending.batch

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 from deltalake import write_deltalake
@@ -19,7 +19,8 @@ from deltalake.transaction import CommitProperties, Transaction
 
 from deltaingest.ingest.deadletter import DEAD_LETTER_SCHEMA
 from deltaingest.ingest.decode import DeadRow
-from deltaingest.ingest.errors import CommitFailed
+from deltaingest.ingest.errors import CommitFailed, Unprocessable
+from deltaingest.ingest.group_schema import fit_group
 from deltaingest.locking.lease import Lease, Lock, LockTimeout, check_lease
 from deltaingest.metrics import Metrics
 from deltaingest.table.hot import NO_HOOKS, HotTable
@@ -67,10 +68,13 @@ def dead_letter_rows(batches: Sequence[Batch]) -> pa.Table:
 
 @dataclass(frozen=True)
 class GroupResult:
-    """Where a group landed. ``written[i]`` is False when batch i was a retry of a committed sequence."""
+    """Where a group landed. ``written[i]`` is False when batch i was a retry of a committed sequence, or
+    when it was refused: ``refused[i]`` then says why (its new columns disagree with the group's or the
+    table's); the rest of the group is committed without it."""
 
     version: int
     written: tuple[bool, ...]
+    refused: dict[int, Unprocessable] = field(default_factory=dict)
 
 
 def plan_writes(
@@ -127,7 +131,7 @@ class Committer:
         self._dead_letters_suspect = False
         # The plan of the last write sent for the current group: if that write landed although we saw an
         # error, a retry must acknowledge it with this plan instead of writing again.
-        self._sent_plan: tuple[bool, ...] | None = None
+        self._sent_plan: tuple[tuple[bool, ...], dict[int, Unprocessable]] | None = None
 
     def commit(self, batches: Sequence[Batch]) -> GroupResult:
         self._commit_seq += 1
@@ -176,36 +180,58 @@ class Committer:
             if self._sent_plan is not None and (table.transaction_version(self._app_id) or -1) >= commit_id:
                 # The previous attempt's commit landed although we saw an error: acknowledge it, once.
                 lease.release_version = self._table.version()
-                return GroupResult(self._find_version(commit_id), self._sent_plan)
-            written, txns = plan_writes(batches, table.transaction_version)
-            fresh = [b for b, w in zip(batches, written, strict=True) if w]
+                return GroupResult(self._find_version(commit_id), *self._sent_plan)
+            written, refused, fresh = self._fit(batches, table.transaction_version)
+            _, txns = plan_writes(fresh, table.transaction_version)
             self._write_dead_letters(fresh, commit_id, lease)
             data = pa.concat_tables([b.data for b in fresh]) if fresh else None
             if data is None or (data.num_rows == 0 and not txns):
-                # Nothing for the table: every batch a duplicate, or only unsequenced dead rows.
+                # Nothing for the table: every batch a duplicate or refused, or only unsequenced dead rows.
                 lease.release_version = self._table.version()
-                return GroupResult(self._table.version(), written)
+                return GroupResult(self._table.version(), written, refused)
             metadata = self._metadata(commit_id, lease)
             now_ms = int(time.time() * 1000)
             transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
             transactions.append(Transaction(self._app_id, commit_id, now_ms))
+            added = [name for name in data.schema.names if name not in self._table.schema.names]
             check_lease(lease)
-            self._sent_plan = written
+            self._sent_plan = written, refused
             # With no good rows but sequences to record (a request all dead letters), an empty append still
             # commits the txn actions: a retry of the request is then a duplicate here too.
             write_deltalake(
                 table,
                 data,
                 mode="append",
+                # New columns join the table's schema in this same commit (nullable, appended at the end).
+                schema_mode="merge" if added else None,
                 commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=transactions),
                 post_commithook_properties=NO_HOOKS,
             )
             stage.labels("write").observe(time.perf_counter() - writing)
+            if added:
+                log.info("added columns %s to %s", added, self._table.uri)
+                self._table.reread_schema()
             version = self._table.version()
             lease.release_version = version
-            return GroupResult(version, written)
+            return GroupResult(version, written, refused)
         finally:
             self._lock.release(lease)
+
+    def _fit(
+        self, batches: Sequence[Batch], committed: Callable[[str], int | None]
+    ) -> tuple[tuple[bool, ...], dict[int, Unprocessable], list[Batch]]:
+        """Which batches are written, which are refused and why, and the written ones in the schema the
+        group commits with (the table's as of now, plus the new columns they bring)."""
+        written, _ = plan_writes(batches, committed)
+        indices = [i for i, w in enumerate(written) if w]
+        fitted = fit_group(self._table.schema, [batches[i].data for i in indices])
+        refused = {i: d for i, d in zip(indices, fitted.batches, strict=True) if isinstance(d, Unprocessable)}
+        fresh = [
+            replace(batches[i], data=d)
+            for i, d in zip(indices, fitted.batches, strict=True)
+            if not isinstance(d, Unprocessable)
+        ]
+        return tuple(w and i not in refused for i, w in enumerate(written)), refused, fresh
 
     def _metadata(self, commit_id: int, lease: Lease) -> dict[str, str]:
         return {

@@ -17,7 +17,7 @@ import io
 import json
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -32,6 +32,7 @@ from deltaingest.ingest.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from deltaingest.ingest.evolve import arrow_new_fields, json_new_fields
 from deltaingest.protocol import ARROW_STREAM_TYPE, JSON_TYPE, NDJSON_TYPES, RESCUED_COLUMN
 
 # Every error Arrow raises for bad data, including OSError ("Invalid IPC stream") and out-of-memory for
@@ -48,6 +49,8 @@ class DecodeOptions:
 
     unknown_fields: Literal["reject", "drop", "rescue"] = "reject"
     invalid_rows: Literal["reject", "deadLetter"] = "reject"
+    schema_evolution: Literal["none", "addColumns"] = "none"
+    infer_timestamps: bool = False
     max_bytes: int = 32 * 1024 * 1024
 
 
@@ -63,7 +66,8 @@ class DeadRow:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A body's rows that fit the table, and (dead-lettering) those that do not, in body order."""
+    """A body's rows that fit the table, and (dead-lettering) those that do not, in body order. Evolving the
+    schema, ``table`` has the table's columns and then the new ones the body brings."""
 
     table: pa.Table
     dead: tuple[DeadRow, ...] = ()
@@ -124,6 +128,11 @@ def decompress(body: bytes, encoding: str | None, *, limit: int) -> bytes:
 
 
 def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> Decoded:
+    if options.schema_evolution == "addColumns":
+        probed = _probe_new_fields(data, schema, options, array=array)
+        if isinstance(probed, pa.Table):
+            return Decoded(probed)
+        schema, options = probed, replace(options, schema_evolution="none")
     if options.unknown_fields == "rescue":
         return _read_json_rescuing(data, schema, options, array=array)
     try:
@@ -132,6 +141,23 @@ def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array:
         if options.invalid_rows == "deadLetter":
             return _read_json_sorting(data, schema, options, array=array, fallback=str(err))
         raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
+
+
+def _probe_new_fields(
+    data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool
+) -> pa.Table | pa.Schema:
+    """Evolving: the body's table when it has no field the table lacks (Arrow's reader, strict), else the
+    schema extended by the new fields it brings (parsed in Python: bodies with new fields only)."""
+    rescue = options.unknown_fields == "rescue"
+    try:
+        table = _read_json_fast(
+            data, rescue_fields(schema) if rescue else schema, DecodeOptions(), array=array
+        )
+    except (*_ARROW_ERRORS, binascii.Error):
+        rows = _json_rows(data, array=array, exact=True, dead=[])  # bad lines are found again, later
+        new = json_new_fields((row for _, row, _ in rows), schema, timestamps=options.infer_timestamps)
+        return pa.schema([*schema, *new])
+    return _with_rescued(table, [None] * table.num_rows, schema) if rescue else table
 
 
 def _read_json_sorting(
@@ -568,6 +594,9 @@ def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> Decod
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise Unprocessable(f"duplicate columns {duplicated}", field=duplicated[0])
+    if options.schema_evolution == "addColumns":
+        schema = pa.schema([*schema, *arrow_new_fields(table.schema, schema)])
+        target = rescue_fields(schema) if rescue else schema
     unknown = [n for n in names if n not in target.names]
     if unknown and options.unknown_fields == "reject":
         raise Unprocessable(f"unknown field(s) {unknown} (not in the table schema)", field=unknown[0])

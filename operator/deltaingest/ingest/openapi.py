@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from deltaingest.config import WriterPolicy
 from deltaingest.protocol import (
     ARROW_STREAM_TYPE,
     INGEST_PATH,
@@ -140,12 +141,11 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(
-    schema: pa.Schema, *, unknown_fields: str, invalid_rows: str, auth: bool, version: str
-) -> dict[str, Any]:
-    """The document for a writer of a table with ``schema``."""
-    row = object_schema(list(schema), additional=unknown_fields != "reject")
-    dead_lettering = invalid_rows == "deadLetter"
+def openapi_document(schema: pa.Schema, *, policy: WriterPolicy, auth: bool, version: str) -> dict[str, Any]:
+    """The document for a writer of a table with ``schema`` that follows ``policy``."""
+    open_rows = policy.unknown_fields != "reject" or policy.schema_evolution == "addColumns"
+    row = object_schema(list(schema), additional=open_rows)
+    dead_lettering = policy.invalid_rows == "deadLetter"
     committed = (
         "Committed: the rows that fit are in table version `version`, the others (`deadLettered`) in the "
         "dead-letter table."

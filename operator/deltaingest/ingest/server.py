@@ -66,6 +66,8 @@ class IngestServer:
         self._decode_options = DecodeOptions(
             unknown_fields=spec.unknown_fields,
             invalid_rows=spec.invalid_rows,
+            schema_evolution=spec.schema_evolution,
+            infer_timestamps=spec.infer_timestamps,
             max_bytes=spec.max_request_bytes,
         )
         self._inflight = 0
@@ -197,8 +199,7 @@ class IngestServer:
     async def openapi(self, request: web.Request) -> web.Response:
         document = openapi_document(
             self._table.schema,
-            unknown_fields=self._spec.unknown_fields,
-            invalid_rows=self._spec.invalid_rows,
+            policy=self._spec,
             auth=self._auth is not None,
             version=__version__,
         )

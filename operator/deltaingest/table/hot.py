@@ -135,19 +135,20 @@ class HotTable:
         if fresh is not None:
             self._table = fresh
         self._table.update_incremental()
-        self._on_metadata_change()
+        self.reread_schema()
 
     def reload(self) -> None:
         """Load from scratch: after a failed commit the loaded state is no longer trusted."""
         with self._guard:
             self._fresh = None
         self._table = DeltaTable(self.uri, storage_options=self.options)
-        self._on_metadata_change()
+        self.reread_schema()
 
     def _read_schema(self) -> pa.Schema:
         return normalize(pa.schema(self._table.schema().to_arrow()))
 
-    def _on_metadata_change(self) -> None:
+    def reread_schema(self) -> None:
+        """Take the loaded table's schema again: after a refresh, or a commit of ours that added columns."""
         schema = self._read_schema()
         if schema != self.schema:
             log.info("table schema changed to %s", schema)

@@ -1,0 +1,137 @@
+"""Additive schema evolution (``writer.schemaEvolution: addColumns``): the new columns a request brings,
+typed from its data. Pure: no I/O.
+
+Only top-level fields become columns, always nullable. JSON values give the type of their first non-null
+occurrence (whole numbers long, a fraction anywhere double, strings string or, when asked, timestamp; objects
+structs, arrays lists); a later value of another kind is then an ordinary misfit of that column. A field that
+is null (or an empty array) in every row of the request has no type yet and gets no column: ``unknownFields``
+decides about it as before. Arrow columns keep the type they were sent with, when Delta has it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from deltaingest.delta_types import SchemaError, parse_type, type_name
+from deltaingest.ingest.errors import Unprocessable
+
+# A request may add this many columns at most, and a table hold this many: a body with thousands of
+# distinct keys (a bug in the producer, or an attack) must not become thousands of columns.
+MAX_NEW_COLUMNS = 64
+MAX_COLUMNS = 1000
+# Characters Delta refuses in column names without column mapping (delta-rs and Spark alike).
+_BAD_NAME = re.compile(r"[ ,;{}()\n\t=]")
+# A date and a time: a bare date such as 2024-05-01 stays a string.
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def json_new_fields(rows: Iterable[Any], schema: pa.Schema, *, timestamps: bool) -> list[pa.Field]:
+    """The new nullable columns for the top-level keys of ``rows`` (parsed JSON; fractions as ``Decimal``)
+    that ``schema`` lacks, in order of first appearance; keys without a type yet are left out."""
+    values: dict[str, list[Any]] = {}
+    for row in rows:
+        if isinstance(row, dict):
+            for key, value in row.items():
+                if key not in schema.names:
+                    values.setdefault(key, []).append(value)
+    fields = []
+    for name, seen in values.items():
+        dtype = _infer(seen, timestamps=timestamps)
+        if dtype is not None:
+            fields.append(pa.field(name, dtype, nullable=True))
+    check_new_fields(fields, schema)
+    return fields
+
+
+def arrow_new_fields(sent: pa.Schema, schema: pa.Schema) -> list[pa.Field]:
+    """The new nullable columns for the columns of an Arrow stream that ``schema`` lacks, with the Delta
+    type of the type they were sent as (timestamps in microseconds, views and large types plain)."""
+    fields = []
+    for field in sent:
+        if field.name in schema.names:
+            continue
+        try:
+            dtype = parse_type(type_name(field.type))
+        except SchemaError:
+            raise Unprocessable(
+                f"field '{field.name}': a new column cannot be {field.type}, which Delta has no type for",
+                field=field.name,
+            ) from None
+        fields.append(pa.field(field.name, dtype, nullable=True))
+    check_new_fields(fields, schema)
+    return fields
+
+
+def check_new_fields(fields: Sequence[pa.Field], schema: pa.Schema) -> None:
+    """Refuse names Delta cannot hold, names equal but for case to another column (Delta compares column
+    names case-insensitively), and more columns than a request may add or a table may hold."""
+    if len(fields) > MAX_NEW_COLUMNS:
+        raise Unprocessable(
+            f"{len(fields)} new columns in one request; at most {MAX_NEW_COLUMNS} may be added"
+        )
+    if len(schema) + len(fields) > MAX_COLUMNS:
+        raise Unprocessable(f"the table would have more than {MAX_COLUMNS} columns")
+    taken = {name.lower(): name for name in schema.names}
+    for field in fields:
+        name = field.name
+        if not name or len(name) > 255 or _BAD_NAME.search(name):
+            raise Unprocessable(
+                f"field {name!r}: not a column name Delta accepts (1 to 255 characters, none of ' ,;{{}}()=' "
+                "nor tab or newline)",
+                field=name,
+            )
+        if name.lower() in taken:
+            raise Unprocessable(
+                f"field '{name}': differs only in case from column '{taken[name.lower()]}' "
+                "(Delta column names are case-insensitive)",
+                field=name,
+            )
+        taken[name.lower()] = name
+
+
+def _infer(values: Sequence[Any], *, timestamps: bool) -> pa.DataType | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    first = present[0]
+    if isinstance(first, bool):
+        return pa.bool_()
+    if isinstance(first, int | decimal.Decimal):
+        numbers = (v for v in present if isinstance(v, int | decimal.Decimal) and not isinstance(v, bool))
+        return pa.float64() if any(isinstance(v, decimal.Decimal) for v in numbers) else pa.int64()
+    if isinstance(first, str):
+        strings = [v for v in present if isinstance(v, str)]
+        return (_timestamp(strings) if timestamps else None) or pa.string()
+    if isinstance(first, list):
+        element = _infer([e for v in present if isinstance(v, list) for e in v], timestamps=timestamps)
+        return None if element is None else pa.list_(element)
+    if isinstance(first, dict):
+        objects = [v for v in present if isinstance(v, dict)]
+        keys = list(dict.fromkeys(k for v in objects for k in v))
+        inner = [(k, _infer([v.get(k) for v in objects], timestamps=timestamps)) for k in keys]
+        fields = [pa.field(k, t, nullable=True) for k, t in inner if t is not None]
+        return pa.struct(fields) if fields else None
+    return None
+
+
+def _timestamp(strings: Sequence[str]) -> pa.DataType | None:
+    """``timestamp`` when every string is a date-time with an offset, ``timestamp_ntz`` when none has one."""
+    zones = set()
+    for text in strings:
+        if not _DATE_TIME.match(text):
+            return None
+        try:
+            zones.add(dt.datetime.fromisoformat(text).tzinfo is not None)
+        except ValueError:
+            return None
+    if zones == {True}:
+        return pa.timestamp("us", tz="UTC")
+    if zones == {False}:
+        return pa.timestamp("us")
+    return None
