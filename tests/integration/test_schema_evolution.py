@@ -1,5 +1,5 @@
-"""writer.schemaEvolution: addColumns over real HTTP: two writer replicas on SeaweedFS with the DynamoDB lease,
-read back with deltalake and polars."""
+"""writer.schemaEvolution: addColumns over real HTTP: two writer replicas on SeaweedFS with the DynamoDB
+lease, read back with deltalake and polars."""
 
 from __future__ import annotations
 
@@ -8,21 +8,19 @@ import threading
 import time
 from pathlib import Path
 
+import boto3
 import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
 from deltaingest.delta_types import type_name
-
 from tests.helpers import Response, WriterProcess, event, get, ndjson, post, settings_file, start_writers
 
 pytestmark = pytest.mark.integration
 
 
 def _log_entry(uri: str, env: dict[str, str], version: int) -> list[dict[str, object]]:
-    import boto3  # noqa: PLC0415
-
     bucket, prefix = uri.removeprefix("s3://").split("/", 1)
     client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     body = client.get_object(Bucket=bucket, Key=f"{prefix}/_delta_log/{version:020d}.json")["Body"].read()
