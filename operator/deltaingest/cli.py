@@ -400,15 +400,26 @@ def _message(err: Exception) -> str:
 
 
 def write_file(settings: Settings, args: argparse.Namespace) -> int:
-    """Decode and validate every batch of the input first, so bad input writes nothing; then commit."""
+    """Decode and validate every batch of the input first, so bad input writes nothing; then commit.
+
+    Invalid rows are always refused here (no dead letters: the file is fixed and run again). Evolving the
+    schema, each batch is decoded against the table's schema plus the columns earlier batches added, so
+    batches that disagree on a new column are refused before anything is written."""
     from deltaingest.ingest.service import open_writer  # noqa: PLC0415
 
     if args.batch_rows < 1:
         raise ValueError("--batch-rows must be at least 1")
     writer = open_writer(settings)
     try:
-        options = DecodeOptions(unknown_fields=settings.writer.unknown_fields, max_bytes=1 << 62)
+        policy = settings.writer
+        options = DecodeOptions(
+            unknown_fields=policy.unknown_fields,
+            schema_evolution=policy.schema_evolution,
+            infer_timestamps=policy.infer_timestamps,
+            max_bytes=1 << 62,
+        )
         batches: list[Batch] = []
+        schema = writer.table.schema
         with _open_input(args.input) as stream:
             for first_line, _, chunk in _chunks(stream, args.batch_rows):
                 try:
@@ -416,7 +427,7 @@ def write_file(settings: Settings, args: argparse.Namespace) -> int:
                         chunk,
                         content_type="application/x-ndjson",
                         content_encoding=None,
-                        schema=writer.table.schema,
+                        schema=schema,
                         options=options,
                     ).table
                 except IngestError as err:
@@ -428,9 +439,12 @@ def write_file(settings: Settings, args: argparse.Namespace) -> int:
                     ) from None
                 sequence = len(batches) if args.producer_id else None
                 batches.append(Batch(data, args.producer_id, sequence))
+                schema = data.schema
         version, rows, skipped = writer.table.version(), 0, 0
         for batch in batches:
             result = writer.committer.commit([batch])
+            if result.refused:  # another writer gave a new column another type meanwhile
+                raise result.refused[0]
             version = result.version
             if result.written[0]:
                 rows += batch.data.num_rows

@@ -425,3 +425,28 @@ def test_storage_option_flag_and_secrets_never_logged(
     assert cloud_env["AWS_ENDPOINT_URL"] in log  # the options are logged ...
     assert cloud_env["AWS_SECRET_ACCESS_KEY"] not in log  # ... but never the credentials
     assert cloud_env["AWS_ACCESS_KEY_ID"] + "'" not in log
+
+
+def test_write_command_evolves_the_schema_and_refuses_disagreeing_batches_before_writing(
+    s3_uri: str, cloud_env: dict[str, str], tmp_path: Path
+) -> None:
+    config = settings_file(tmp_path, writer={"schemaEvolution": "addColumns"})
+    disagreeing = tmp_path / "disagreeing.ndjson"
+    disagreeing.write_bytes(ndjson([event(1, size=3), event(2, size="big")]))
+    args = ("write", "--table", s3_uri, "--config", str(config), "--batch-rows", "1")
+    refused = run_cli(*args, "--input", str(disagreeing), env=cloud_env)
+    assert refused.returncode == 2 and b"line 2, field 'size'" in refused.stderr
+    assert DeltaTable(s3_uri, storage_options=cloud_env).version() == 0  # nothing written
+
+    good = tmp_path / "good.ndjson"
+    good.write_bytes(ndjson([event(1, size=3), event(2), event(3, size=4, colour="red")]))
+    assert run_cli(*args, "--input", str(good), env=cloud_env).returncode == 0
+    table = DeltaTable(s3_uri, storage_options=cloud_env)
+    rows = sorted(
+        table.to_pyarrow_table().select(["id", "size", "colour"]).to_pylist(), key=lambda r: r["id"]
+    )
+    assert rows == [
+        {"id": 1, "size": 3, "colour": None},
+        {"id": 2, "size": None, "colour": None},
+        {"id": 3, "size": 4, "colour": "red"},
+    ]
