@@ -7,7 +7,9 @@ import os
 import unicodedata
 from typing import Any
 
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
 from deltaingest.devservers import ACCESS_KEY, SECRET_KEY, MotoDynamoDB, SeaweedFS, free_port
 from deltaingest.k8s.conditions import Observed, status
@@ -111,3 +113,17 @@ def test_unreachable_store_in_the_status_and_the_event(s3_uri: str) -> None:
     assert (event.type, event.reason, event.message) == ("Warning", "NotReadyStorageError", ready.message)
     for message in (reachable.message, ready.message):
         assert_one_clean_line(message)
+
+
+def test_the_probe_reports_the_columns_a_writer_added_beyond_the_spec(
+    seaweed: SeaweedFS, s3_uri: str
+) -> None:
+    environ = {"AWS_ENDPOINT_URL": seaweed.endpoint, **KEYS}
+    options = {**environ, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    DeltaTable.create(s3_uri, pa.schema([pa.field("id", pa.int64())]), storage_options=options)
+    evolved = pa.table({"id": [1], "colour": ["red"], "at": pa.array([0], pa.timestamp("us", tz="UTC"))})
+    write_deltalake(s3_uri, evolved, mode="append", schema_mode="merge", storage_options=options)
+    table_spec = parse_spec({"table": {"uri": s3_uri, "schema": [{"name": "id", "type": "long"}]}})
+    probe = probe_table(table_spec, environ)
+    assert probe.ok, probe.message
+    assert list(probe.columns) == [("id", "long"), ("colour", "string"), ("at", "timestamp")]

@@ -199,3 +199,12 @@ def test_every_condition_message_is_one_bounded_line() -> None:
     for condition in conditions:
         assert len(condition.message) <= LIMIT, condition
         assert not any(char in condition.message for char in "\n\r\t\x1b"), condition
+
+
+def test_columns_beyond_the_spec_schema_are_reported_and_change_nothing_else() -> None:
+    spec = parse_spec({"table": {"uri": "s3://lake/t", "schema": [{"name": "id", "type": "long"}]}})
+    probe = Probe(True, "TableRead", "version 3", OK.facts, [("id", "long"), ("colour", "string")])
+    result = status(observed(spec=spec, table=probe))
+    assert [(c.name, c.type) for c in result.table.added_columns] == [("colour", "string")]
+    assert conditions_of(observed(spec=spec, table=probe)) == conditions_of(observed(spec=spec))
+    assert status(observed(spec=spec)).table.added_columns == []

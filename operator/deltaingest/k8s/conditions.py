@@ -13,6 +13,7 @@ from typing import Any, Literal
 from deltaingest.k8s.messages import one_line
 from deltaingest.k8s.render import selector_string
 from deltaingest.k8s.spec import (
+    ColumnStatus,
     Condition,
     DeltaTableIngestSpec,
     DeltaTableIngestStatus,
@@ -33,6 +34,7 @@ class Probe:
     reason: str
     message: str
     facts: Mapping[str, int] = field(default_factory=dict)
+    columns: Sequence[tuple[str, str]] = ()  # the table's (name, Delta type), when it was read
 
 
 @dataclass(frozen=True)
@@ -202,11 +204,14 @@ def status(observed: Observed) -> DeltaTableIngestStatus:
         found[kind] = _condition(observed, kind, state, reason, message)
     found["Ready"] = _condition(observed, "Ready", *_ready(found, observed))
     facts = observed.table.facts if observed.table is not None else {}
+    declared = {c.name for c in observed.spec.table.columns}
+    columns = observed.table.columns if observed.table is not None else ()
     table = TableStatus(
         version=facts.get("version"),
         active_files=facts.get("files"),
         small_files=facts.get("smallFiles"),
         bytes=facts.get("bytes"),
+        added_columns=[ColumnStatus(name=n, type=t) for n, t in columns if n not in declared],
         checked_at=observed.now if facts else None,
     )
     return DeltaTableIngestStatus(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from deltaingest.delta_types import type_name
 from deltaingest.k8s.conditions import Probe
 from deltaingest.k8s.messages import explain
 from deltaingest.k8s.spec import DeltaTableIngestSpec
@@ -41,7 +43,8 @@ def probe_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe
     facts = summarize(
         table.version(), active_files(table), small_file_size=spec.compaction.small_file_size
     ).as_dict()
-    return Probe(True, "TableRead", f"version {facts['version']}, {facts['files']} files", facts)
+    columns = [(f.name, type_name(f.type)) for f in pa.schema(table.schema().to_arrow())]
+    return Probe(True, "TableRead", f"version {facts['version']}, {facts['files']} files", facts, columns)
 
 
 def probe_lock_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe:

@@ -240,11 +240,22 @@ class WriterStatus(Model):
     summary: str = Field(default="0/0", description="ready/desired, for kubectl get")
 
 
+class ColumnStatus(Model):
+    name: str
+    type: str
+
+
 class TableStatus(Model):
     version: int | None = None
     active_files: int | None = None
     small_files: int | None = None
     bytes: int | None = None
+    added_columns: list[ColumnStatus] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Columns the table has beyond spec.table.schema (writer.schemaEvolution: addColumns, "
+        "or added by hand): informational, not an error",
+    )
     checked_at: str | None = None
 
 
