@@ -354,3 +354,21 @@ def test_ndjson_rows_end_at_newlines_only_even_on_the_slow_paths() -> None:
     with pytest.raises(Unprocessable) as caught:  # and a diagnosis names the right row
         _decode('{"id": 1, "name": "a\u2028b"}\n{"id": "two"}\n'.encode())
     assert caught.value.detail["row"] == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "encoding"),
+    [
+        (b'{"id": 1, "name": "\xf50"}\n', "application/x-ndjson", None),
+        (b'[{"id": 1, "name": "a\xc3"}]', "application/json", None),
+        (gzip.compress(b'{"id": 1, "name": "\xf50"}\n'), "application/x-ndjson", "gzip"),
+    ],
+)
+@pytest.mark.parametrize("invalid_rows", ["reject", "deadLetter"])
+def test_invalid_utf8_inside_a_json_string_is_refused_not_committed(
+    body: bytes, content_type: str, encoding: str | None, invalid_rows: str
+) -> None:
+    # Arrow's JSON reader let these through; the table then failed every reader with UnicodeDecodeError.
+    options = DecodeOptions(invalid_rows=invalid_rows)  # type: ignore[arg-type]
+    with pytest.raises(BadRequest, match="not UTF-8"):
+        decode(body, content_type=content_type, content_encoding=encoding, schema=SCHEMA, options=options)

@@ -66,3 +66,28 @@ def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_one
     except IngestError:
         return
     assert decoded.dead == () and decoded.table.equals(strict.table)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies())
+def test_evolving_every_body_decodes_to_the_schema_plus_nullable_columns_or_gets_a_client_error(
+    body: Body,
+) -> None:
+    options = DecodeOptions(
+        schema_evolution="addColumns", infer_timestamps=True, invalid_rows="deadLetter", max_bytes=4 << 20
+    )
+    try:
+        decoded = decode(
+            body.data,
+            content_type=body.content_type,
+            content_encoding=body.content_encoding,
+            schema=SCHEMA,
+            options=options,
+        )
+    except IngestError as err:
+        assert err.status in CLIENT_ERRORS, err.body()
+        return
+    schema = decoded.table.schema
+    assert pa.schema(list(schema)[: len(SCHEMA)]) == SCHEMA
+    assert all(f.nullable and f.name not in SCHEMA.names for f in list(schema)[len(SCHEMA) :])
+    decoded.table.validate(full=True)
