@@ -5,25 +5,30 @@ from __future__ import annotations
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 
-from deltaingest.ingest.decode import DecodeOptions, decode
+from deltaingest.ingest.decode import Decoded, DecodeOptions, decode
 from deltaingest.ingest.errors import IngestError
 from tests.helpers import EVENT_ARROW_SCHEMA as SCHEMA
 from tests.mutations import Body, bodies
 
 CLIENT_ERRORS = {400, 413, 415, 422}
+MAX_BYTES = 4 * 1024 * 1024
+
+
+def _decode(body: Body, options: DecodeOptions) -> Decoded:
+    return decode(
+        body.data,
+        content_type=body.content_type,
+        content_encoding=body.content_encoding,
+        schema=SCHEMA,
+        options=options,
+    )
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies())
 def test_every_body_decodes_to_the_schema_or_gets_a_client_error(body: Body) -> None:
     try:
-        table = decode(
-            body.data,
-            content_type=body.content_type,
-            content_encoding=body.content_encoding,
-            schema=SCHEMA,
-            options=DecodeOptions(max_bytes=4 * 1024 * 1024),
-        ).table
+        table = _decode(body, DecodeOptions(max_bytes=MAX_BYTES)).table
     except IngestError as err:
         assert err.status in CLIENT_ERRORS, err.body()
         assert isinstance(err.body()["error"], str) and err.body()["error"]
@@ -37,15 +42,8 @@ def test_every_body_decodes_to_the_schema_or_gets_a_client_error(body: Body) -> 
 def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_ones_or_a_client_error(
     body: Body,
 ) -> None:
-    options = DecodeOptions(invalid_rows="deadLetter", max_bytes=4 * 1024 * 1024)
     try:
-        decoded = decode(
-            body.data,
-            content_type=body.content_type,
-            content_encoding=body.content_encoding,
-            schema=SCHEMA,
-            options=options,
-        )
+        decoded = _decode(body, DecodeOptions(invalid_rows="deadLetter", max_bytes=MAX_BYTES))
     except IngestError as err:
         assert err.status in CLIENT_ERRORS, err.body()
         return
@@ -56,13 +54,7 @@ def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_one
     assert all(d.error.startswith(f"row {d.row}") and d.raw for d in decoded.dead)
     # What the reject policy accepts is accepted the same here, with nothing set apart.
     try:
-        strict = decode(
-            body.data,
-            content_type=body.content_type,
-            content_encoding=body.content_encoding,
-            schema=SCHEMA,
-            options=DecodeOptions(max_bytes=4 * 1024 * 1024),
-        )
+        strict = _decode(body, DecodeOptions(max_bytes=MAX_BYTES))
     except IngestError:
         return
     assert decoded.dead == () and decoded.table.equals(strict.table)
@@ -74,16 +66,10 @@ def test_evolving_every_body_decodes_to_the_schema_plus_nullable_columns_or_gets
     body: Body,
 ) -> None:
     options = DecodeOptions(
-        schema_evolution="addColumns", infer_timestamps=True, invalid_rows="deadLetter", max_bytes=4 << 20
+        schema_evolution="addColumns", infer_timestamps=True, invalid_rows="deadLetter", max_bytes=MAX_BYTES
     )
     try:
-        decoded = decode(
-            body.data,
-            content_type=body.content_type,
-            content_encoding=body.content_encoding,
-            schema=SCHEMA,
-            options=options,
-        )
+        decoded = _decode(body, options)
     except IngestError as err:
         assert err.status in CLIENT_ERRORS, err.body()
         return
