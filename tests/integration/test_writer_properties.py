@@ -1,11 +1,12 @@
 """Property over real HTTP: no body or header gets anything but 200/400/408/413/415/422 with a JSON error,
-and the table on SeaweedFS holds exactly the rows of the 200 answers."""
+and the table on SeaweedFS holds exactly the rows of the 200 answers (dead-lettering: the good rows, and the
+dead-letter table the others)."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pytest
@@ -13,7 +14,7 @@ from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deltaingest.ingest.decode import DecodeOptions, decode
+from deltaingest.ingest.decode import Decoded, DecodeOptions, decode
 from tests.helpers import EVENT_ARROW_SCHEMA as SCHEMA
 from tests.helpers import WriterProcess, post, settings_file, start_writers
 from tests.mutations import Body, bodies
@@ -43,23 +44,32 @@ def identity_headers(draw: st.DrawFn) -> dict[str, str]:
     return {"X-Producer-Id": draw(st.sampled_from(["deltaingest-x", "p" * 300])), "X-Sequence": "1"}
 
 
-def _expected_rows(body: Body) -> pa.Table:
+def _expected(body: Body, options: DecodeOptions) -> Decoded:
     """What the writer must have committed for a 200: the same decoder's reading of the same body."""
     return decode(
         body.data,
         content_type=body.content_type,
         content_encoding=body.content_encoding,
         schema=SCHEMA,
-        options=DecodeOptions(max_bytes=MAX_BYTES),
-    ).table
+        options=options,
+    )
 
 
+@pytest.mark.parametrize("invalid_rows", ["reject", "deadLetter"])
 def test_any_request_gets_a_client_answer_and_the_table_holds_exactly_the_acknowledged_rows(
-    s3_uri: str, cloud_env: dict[str, str], tmp_path: Path, writers: list[WriterProcess]
+    invalid_rows: Literal["reject", "deadLetter"],
+    s3_uri: str,
+    cloud_env: dict[str, str],
+    tmp_path: Path,
+    writers: list[WriterProcess],
 ) -> None:
-    config = settings_file(tmp_path, writer={"maxRequestBytes": MAX_BYTES})
+    dead_uri = f"{s3_uri}-dead"
+    policy = {"invalidRows": invalid_rows, "deadLetter": {"uri": dead_uri}}
+    config = settings_file(tmp_path, writer={"maxRequestBytes": MAX_BYTES, **policy})
     (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
+    options = DecodeOptions(invalid_rows=invalid_rows, max_bytes=MAX_BYTES)
     acknowledged: list[pa.Table] = []
+    dead_lettered = 0
     answers: dict[int, int] = {}
 
     @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -73,9 +83,12 @@ def test_any_request_gets_a_client_answer_and_the_table_holds_exactly_the_acknow
         assert response.status in ANSWERS, (response.status, response.body)
         if response.status == 200:
             assert not response.body.get("duplicate")
-            rows = _expected_rows(body)
-            assert response.body["rows"] == rows.num_rows
-            acknowledged.append(rows)
+            decoded = _expected(body, options)
+            assert response.body["rows"] == decoded.table.num_rows
+            assert response.body.get("deadLettered", 0) == len(decoded.dead)
+            acknowledged.append(decoded.table)
+            nonlocal dead_lettered
+            dead_lettered += len(decoded.dead)
         else:
             assert isinstance(response.body.get("error"), str), response.body
 
@@ -90,3 +103,5 @@ def test_any_request_gets_a_client_answer_and_the_table_holds_exactly_the_acknow
     assert sorted(table.select(key).to_pylist(), key=repr) == sorted(
         expected.select(key).to_pylist(), key=repr
     )
+    if invalid_rows == "deadLetter":
+        assert DeltaTable(dead_uri, storage_options=cloud_env).to_pyarrow_table().num_rows == dead_lettered
