@@ -113,7 +113,9 @@ def test_a_body_without_new_fields_is_decoded_as_before() -> None:
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"id": 1, "ID": 2}, "differs only in case from column 'id'"),
+        ({"id": 1, "ID": 2}, "differs only in case from 'id'"),
+        ({"id": 1, "geo": {"lat": 1, "LAT": 2}}, "field 'geo.LAT': differs only in case from 'geo.lat'"),
+        ({"id": 1, "geo": [{"a": {"x y": 1}}]}, "field 'geo.a.x y': not a column name"),
         ({"id": 1, "a b": 2}, "not a column name Delta accepts"),
         ({"id": 1, "x=1": 2}, "not a column name Delta accepts"),
         ({"id": 1, **{f"f{i}": i for i in range(MAX_NEW_COLUMNS + 1)}}, "at most 64 may be added"),

@@ -77,22 +77,32 @@ def check_new_fields(fields: Sequence[pa.Field], schema: pa.Schema) -> None:
         )
     if len(schema) + len(fields) > MAX_COLUMNS:
         raise Unprocessable(f"the table would have more than {MAX_COLUMNS} columns")
-    taken = {name.lower(): name for name in schema.names}
+    _check_names(fields, schema.names, prefix="")
+
+
+def _check_names(fields: Sequence[pa.Field], existing: Sequence[str], *, prefix: str) -> None:
+    """The names of ``fields`` (and of the fields of their structs, at any depth) among ``existing``."""
+    taken = {name.lower(): name for name in existing}
     for field in fields:
-        name = field.name
+        name, path = field.name, f"{prefix}{field.name}"
         if not name or len(name) > 255 or _BAD_NAME.search(name):
             raise Unprocessable(
-                f"field {name!r}: not a column name Delta accepts (1 to 255 characters, none of ' ,;{{}}()=' "
+                f"field {path!r}: not a column name Delta accepts (1 to 255 characters, none of ' ,;{{}}()=' "
                 "nor tab or newline)",
-                field=name,
+                field=path,
             )
         if name.lower() in taken:
             raise Unprocessable(
-                f"field '{name}': differs only in case from column '{taken[name.lower()]}' "
+                f"field '{path}': differs only in case from '{prefix}{taken[name.lower()]}' "
                 "(Delta column names are case-insensitive)",
-                field=name,
+                field=path,
             )
         taken[name.lower()] = name
+        inner = field.type
+        while pa.types.is_list(inner):
+            inner = inner.value_type
+        if pa.types.is_struct(inner):
+            _check_names(list(inner), (), prefix=f"{path}.")
 
 
 def _infer(values: Sequence[Any], *, timestamps: bool) -> pa.DataType | None:
