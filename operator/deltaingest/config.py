@@ -100,7 +100,7 @@ class WriterPolicy(Model):
     infer_timestamps: bool = Field(
         default=False,
         description="With addColumns: a new field whose strings are all ISO-8601 date-times becomes a "
-        "timestamp column (timestamp_ntz when none has an offset) instead of a string column",
+        "timestamp column (UTC; no offset means UTC) instead of a string column",
     )
     invalid_rows: Literal["reject", "deadLetter"] = Field(
         default="reject",

@@ -75,7 +75,8 @@ def test_two_replicas_write_good_rows_to_the_table_and_the_rest_to_dead_letters_
 
     assert _ids(s3_uri, cloud_env) == [1, 2, 3, 4]
     dead = DeltaTable(f"{s3_uri}-dead", storage_options=cloud_env)
-    assert dead.transaction_version("p") == 2  # the same producer sequences as the table's
+    app = f"p@{DeltaTable(s3_uri, storage_options=cloud_env).metadata().id}"  # the producer at this table
+    assert dead.transaction_version(app) == 2  # the same producer sequences as the table's
     frame = _dead(s3_uri, cloud_env).filter(pl.col("producer_id") == "p")
     assert frame.height == 5
     assert frame["sequence"].to_list() == [1, 1, 1, 2, 2]
@@ -102,20 +103,27 @@ def test_a_failure_between_the_two_commits_then_a_retry_writes_neither_table_twi
             1, s3_uri, config, {**cloud_env, "AWS_ENDPOINT_URL": endpoint}, tmp_path, writers
         )
         (b,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
-        # Every commit of the table itself fails at A; its dead-letter commits go through.
-        refused = Fault(
-            "PUT", re.compile(rf"/{re.escape(table_prefix)}/_delta_log/\d{{20}}\.json$"), times=100
-        )
-        trace.faults.append(refused)
         body = _body(event(1), BAD_ID, event(2))
-        failed = post(a.ingest_url, body, headers=_headers("p", 5))
-        assert failed.status == 503 and refused.hits == 2  # both attempts reached the table's log PUT
-        assert _dead(s3_uri, cloud_env)["row_number"].to_list() == [2]  # the first commit landed
-        assert _ids(s3_uri, cloud_env) == []
-        # The producer retries the same sequence on the other replica, then on A, now healthy.
+        # The table's commit fails at A: nothing is written anywhere (the dead letters come second).
+        table_log = Fault(
+            "PUT", re.compile(rf"/{re.escape(table_prefix)}/_delta_log/\d{{20}}\.json$"), times=2
+        )
+        trace.faults.append(table_log)
+        assert post(a.ingest_url, body, headers=_headers("p", 5)).status == 503 and table_log.hits == 2
+        assert _ids(s3_uri, cloud_env) == [] and _dead(s3_uri, cloud_env).height == 0
+        # Now the dead-letter commit fails at A, after the table's landed: the failure between the two.
+        dead_log = Fault(
+            "PUT", re.compile(rf"/{re.escape(table_prefix)}-dead/_delta_log/\d{{20}}\.json$"), times=2
+        )
+        trace.faults.append(dead_log)
+        assert post(a.ingest_url, body, headers=_headers("p", 5)).status == 503 and dead_log.hits == 2
+        assert _ids(s3_uri, cloud_env) == [1, 2] and _dead(s3_uri, cloud_env).height == 0
+        # The producer retries the same sequence on the other replica: a duplicate in the table, and the
+        # dead rows still missing are written; then on A, healthy again: nothing more anywhere.
         retried = post(b.ingest_url, body, headers=_headers("p", 5))
-        assert retried.status == 200 and retried.body["rows"] == 2 and retried.body["deadLettered"] == 1
-        assert "duplicate" not in retried.body
+        assert retried.status == 200, retried.body
+        assert (retried.body["rows"], retried.body["deadLettered"], retried.body["duplicate"]) == (2, 1, True)
+        assert _dead(s3_uri, cloud_env)["row_number"].to_list() == [2]
         trace.faults.clear()
         assert post(a.ingest_url, body, headers=_headers("p", 5)).body["duplicate"] is True
     assert _ids(s3_uri, cloud_env) == [1, 2]

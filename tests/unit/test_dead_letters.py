@@ -185,3 +185,23 @@ def test_dead_letter_rows_carry_each_batch_identity_in_order() -> None:
 def test_the_dead_letter_schema_is_what_delta_reads_back() -> None:
     # The writer checks an existing dead-letter table's columns against this after normalizing.
     assert normalize(DEAD_LETTER_SCHEMA) == DEAD_LETTER_SCHEMA
+
+
+def test_a_lone_surrogate_in_a_key_or_value_is_kept_as_its_escape_in_the_dead_row() -> None:
+    decoded = _decode(b'{"id": 1, "\\ud800": 1}\n{"id": "\\udfff"}\n{"id": 3}\n')
+    assert decoded.table.column("id").to_pylist() == [3]
+    rows = dead_letter_rows([Batch(SCHEMA.empty_table(), dead=decoded.dead)])  # Arrow takes them
+    assert rows.column("field").to_pylist() == ["\\ud800", "id"]
+    assert "\\udfff" in rows.column("error").to_pylist()[1]
+
+
+def test_a_value_the_checks_pass_but_arrow_refuses_dead_letters_its_row_alone() -> None:
+    schema = pa.schema(
+        [pa.field("id", pa.int64(), nullable=False), pa.field("ts", pa.timestamp("us", "UTC"))]
+    )
+    body = b'{"id": 1, "ts": "2024-05-01T10:00:00.123456789Z"}\n{"id": 2, "ts": "2024-05-01T10:00:00Z"}\n'
+    decoded = decode(body, content_type=NDJSON, content_encoding=None, schema=schema, options=DEAD)
+    assert decoded.table.column("id").to_pylist() == [2]
+    assert [(d.row, d.raw) for d in decoded.dead] == [(1, body.split(b"\n")[0].decode())]
+    with pytest.raises(Unprocessable, match="does not fit the table schema"):  # reject: the request
+        decode(body, content_type=NDJSON, content_encoding=None, schema=schema, options=DecodeOptions())

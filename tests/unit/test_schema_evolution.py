@@ -74,17 +74,19 @@ def test_iso_date_times_become_timestamps_when_asked() -> None:
                 "local": "2024-05-02T11:30",
                 "mixed": "2024-05-01T10:00Z",
             },
-            {"id": 3, "mixed": "2024-05-01T10:00"},
+            {"id": 3, "mixed": "2024-05-01T10:00", "nano": "2024-05-01T10:00:00.123456789Z"},
         ],
         options,
     )
     assert _types(table) == {
         "at": "timestamp[us, tz=UTC]",
-        "local": "timestamp[us]",
+        "local": "timestamp[us, tz=UTC]",  # no offset is UTC, as for existing columns (no timestamp_ntz)
         "day": "string",  # a bare date is no date-time
-        "mixed": "string",  # with and without an offset
+        "mixed": "timestamp[us, tz=UTC]",
+        "nano": "string",  # nine fraction digits: a form Arrow's reader does not take
     }
     assert table.column("at").to_pylist()[0] == dt.datetime(2024, 5, 1, 8, tzinfo=dt.UTC)
+    assert table.column("local").to_pylist()[1] == dt.datetime(2024, 5, 2, 11, 30, tzinfo=dt.UTC)
 
 
 def test_a_field_null_in_every_row_gets_no_column_and_falls_to_unknown_fields() -> None:
@@ -116,6 +118,9 @@ def test_a_body_without_new_fields_is_decoded_as_before() -> None:
         ({"id": 1, "ID": 2}, "differs only in case from 'id'"),
         ({"id": 1, "geo": {"lat": 1, "LAT": 2}}, "field 'geo.LAT': differs only in case from 'geo.lat'"),
         ({"id": 1, "geo": [{"a": {"x y": 1}}]}, "field 'geo.a.x y': not a column name"),
+        ({"id": 1, "wide": {f"f{i}": i for i in range(1000)}}, "1001 new fields in one request"),
+        ({"id": 1, "\ud800": 1}, "not valid Unicode"),
+        ({"id": 1, "geo": {"\udfff": 1}}, "not valid Unicode"),
         ({"id": 1, "a b": 2}, "not a column name Delta accepts"),
         ({"id": 1, "x=1": 2}, "not a column name Delta accepts"),
         ({"id": 1, **{f"f{i}": i for i in range(MAX_NEW_COLUMNS + 1)}}, "at most 64 may be added"),
@@ -197,3 +202,20 @@ def test_a_group_of_batches_in_the_table_schema_is_left_as_it_is() -> None:
     batch = _batch()
     fitted = fit_group(SCHEMA, [batch, batch])
     assert fitted.added == () and all(b is batch for b in fitted.batches)
+
+
+def test_dead_rows_neither_add_nor_type_a_column() -> None:
+    options = DecodeOptions(schema_evolution="addColumns", invalid_rows="deadLetter")
+    body = b'{"id": 1}\n{"x": "a"}\n{"id": 2, "x": 5}\n{"id": null, "y": true}\n'
+    decoded = decode(body, content_type=NDJSON, content_encoding=None, schema=SCHEMA, options=options)
+    assert decoded.table.schema.names == ["id", "name", "x"]  # no y: only a dead row had it
+    assert decoded.table.column("x").to_pylist() == [None, 5]  # typed by the good row: long
+    assert [d.row for d in decoded.dead] == [2, 4]
+
+
+def test_an_untyped_arrow_column_gets_no_column_and_falls_to_unknown_fields() -> None:
+    incoming = pa.table({"id": pa.array([1], pa.int64()), "later": pa.nulls(1)})
+    with pytest.raises(Unprocessable, match="unknown field"):
+        _decode(_ipc(incoming), content_type=ARROW)
+    drop = DecodeOptions(schema_evolution="addColumns", unknown_fields="drop")
+    assert _decode(_ipc(incoming), drop, content_type=ARROW).schema == SCHEMA

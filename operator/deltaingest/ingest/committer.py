@@ -1,9 +1,11 @@
 """One group commit: take the lock, bring the table up to date, drop already-committed sequences, append,
 stamp the commit with the fencing token, release. Runs on the single commit thread.
 
-With a dead-letter table, a group's dead rows are committed there first, under the table's lease, with the
-same producer sequences as ``txn`` actions: a retry after the first of the two commits landed writes the
-dead rows no second time, and the rows of the table no first time short."""
+With a dead-letter table, a group's dead rows are committed there after the table's commit, under the same
+lease, with the producers' sequences as ``txn`` actions of the dead-letter table too: a retry after the first
+of the two commits landed (on any replica) finds its sequence committed in the table and writes only the dead
+rows still missing. Which batches a group writes is decided before anything is written, so the two commits
+always hold the same batches."""
 
 from __future__ import annotations
 
@@ -118,6 +120,7 @@ class Committer:
         on_dead_letter_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._table = table
+        self._table_id = table.table.metadata().id
         self._dead_letters = dead_letters
         self._on_dead_letter_commit = on_dead_letter_commit
         self._lock = lock
@@ -179,21 +182,22 @@ class Committer:
             table = self._table.table
             if self._sent_plan is not None and (table.transaction_version(self._app_id) or -1) >= commit_id:
                 # The previous attempt's commit landed although we saw an error: acknowledge it, once.
+                written, refused = self._sent_plan
+                self._write_dead_letters(batches, refused, commit_id, lease)
                 lease.release_version = self._table.version()
-                return GroupResult(self._find_version(commit_id), *self._sent_plan)
-            written, refused, fresh = self._fit(batches, table.transaction_version)
+                return GroupResult(self._find_version(commit_id), written, refused)
+            written, refused, fresh, added = self._fit(batches, table.transaction_version)
             _, txns = plan_writes(fresh, table.transaction_version)
-            self._write_dead_letters(fresh, commit_id, lease)
             data = pa.concat_tables([b.data for b in fresh]) if fresh else None
             if data is None or (data.num_rows == 0 and not txns):
                 # Nothing for the table: every batch a duplicate or refused, or only unsequenced dead rows.
+                self._write_dead_letters(batches, refused, commit_id, lease)
                 lease.release_version = self._table.version()
                 return GroupResult(self._table.version(), written, refused)
             metadata = self._metadata(commit_id, lease)
             now_ms = int(time.time() * 1000)
             transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
             transactions.append(Transaction(self._app_id, commit_id, now_ms))
-            added = [name for name in data.schema.names if name not in self._table.schema.names]
             check_lease(lease)
             self._sent_plan = written, refused
             # With no good rows but sequences to record (a request all dead letters), an empty append still
@@ -209,9 +213,10 @@ class Committer:
             )
             stage.labels("write").observe(time.perf_counter() - writing)
             if added:
-                log.info("added columns %s to %s", added, self._table.uri)
+                log.info("added columns %s to %s", list(added), self._table.uri)
                 self._table.reread_schema()
             version = self._table.version()
+            self._write_dead_letters(batches, refused, commit_id, lease)
             lease.release_version = version
             return GroupResult(version, written, refused)
         finally:
@@ -219,9 +224,9 @@ class Committer:
 
     def _fit(
         self, batches: Sequence[Batch], committed: Callable[[str], int | None]
-    ) -> tuple[tuple[bool, ...], dict[int, Unprocessable], list[Batch]]:
-        """Which batches are written, which are refused and why, and the written ones in the schema the
-        group commits with (the table's as of now, plus the new columns they bring)."""
+    ) -> tuple[tuple[bool, ...], dict[int, Unprocessable], list[Batch], tuple[str, ...]]:
+        """Which batches are written, which are refused and why, the written ones in the schema the group
+        commits with (the table's as of now, plus the new columns they bring), and those new columns."""
         written, _ = plan_writes(batches, committed)
         indices = [i for i, w in enumerate(written) if w]
         fitted = fit_group(self._table.schema, [batches[i].data for i in indices])
@@ -231,7 +236,7 @@ class Committer:
             for i, d in zip(indices, fitted.batches, strict=True)
             if not isinstance(d, Unprocessable)
         ]
-        return tuple(w and i not in refused for i, w in enumerate(written)), refused, fresh
+        return tuple(w and i not in refused for i, w in enumerate(written)), refused, fresh, fitted.added
 
     def _metadata(self, commit_id: int, lease: Lease) -> dict[str, str]:
         return {
@@ -240,10 +245,15 @@ class Committer:
             **({FENCING_TOKEN_KEY: str(lease.token)} if lease.token is not None else {}),
         }
 
-    def _write_dead_letters(self, fresh: Sequence[Batch], commit_id: int, lease: Lease) -> None:
-        """Commit the dead rows of the group's fresh batches to the dead-letter table, unless an earlier
-        attempt (ours: our app id at this commit id) or replica (the producer's sequence) already did."""
-        if self._dead_letters is None or not any(b.dead for b in fresh):
+    def _write_dead_letters(
+        self, batches: Sequence[Batch], refused: dict[int, Unprocessable], commit_id: int, lease: Lease
+    ) -> None:
+        """Commit the dead rows of the group's batches that are in the table (written now, or duplicates of
+        a committed sequence) to the dead-letter table, unless an earlier attempt (ours: our app id at this
+        commit id) or replica (the producer's sequence) already did. A duplicate's dead rows are missing
+        when a writer stopped between the two commits of its first try."""
+        candidates = [b for i, b in enumerate(batches) if b.dead and i not in refused]
+        if self._dead_letters is None or not candidates:
             return
         dead_letters = self._dead_letters
         if self._dead_letters_suspect:
@@ -254,13 +264,12 @@ class Committer:
         table = dead_letters.table
         if (table.transaction_version(self._app_id) or -1) >= commit_id:
             return
-        candidates = [b for b in fresh if b.dead]
-        new, txns = plan_writes(candidates, table.transaction_version)
+        new, txns = plan_writes(candidates, lambda p: table.transaction_version(self._dead_letter_app(p)))
         todo = [b for b, n in zip(candidates, new, strict=True) if n]
         if not todo:
             return
         now_ms = int(time.time() * 1000)
-        transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
+        transactions = [Transaction(self._dead_letter_app(p), seq, now_ms) for p, seq in txns.items()]
         transactions.append(Transaction(self._app_id, commit_id, now_ms))
         check_lease(lease)
         write_deltalake(
@@ -275,6 +284,11 @@ class Committer:
         self._metrics.dead_letters.inc(sum(len(b.dead) for b in todo))
         if self._on_dead_letter_commit is not None:
             self._on_dead_letter_commit(dead_letters.version())
+
+    def _dead_letter_app(self, producer: str) -> str:
+        """A producer's ``txn`` app id in the dead-letter table, which other tables' writers may share: the
+        producer id at the table's id."""
+        return f"{producer}@{self._table_id}"
 
     def _catch_up(self, lease: Lease) -> None:
         """Make the loaded table current, skipping the log read when the lock says nothing changed."""

@@ -63,6 +63,14 @@ class DeadRow:
     field: str | None
     row: int
 
+    def __post_init__(self) -> None:
+        # A JSON key or value may hold a lone surrogate ("\ud800"), which no UTF-8 column can store: it is
+        # kept as its escape, so one such row cannot fail the dead-letter commit of a whole group.
+        for name in ("raw", "error", "field"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, value.encode("utf-8", "backslashreplace").decode("utf-8"))
+
 
 @dataclass(frozen=True)
 class Decoded:
@@ -154,10 +162,24 @@ def _probe_new_fields(
             data, rescue_fields(schema) if rescue else schema, DecodeOptions(), array=array
         )
     except (*_ARROW_ERRORS, binascii.Error):
-        rows = _json_rows(data, array=array, exact=True, dead=[])  # bad lines are found again, later
-        new = json_new_fields((row for _, row, _ in rows), schema, timestamps=options.infer_timestamps)
+        rows = [row for _, row, _ in _json_rows(data, array=array, exact=True, dead=[])]  # again, later
+        if options.invalid_rows == "deadLetter":  # a dead row neither adds nor types a column
+            rows = [row for row in rows if _writable(row, schema, options)]
+        new = json_new_fields(rows, schema, timestamps=options.infer_timestamps)
         return pa.schema([*schema, *new])
     return _with_rescued(table, [None] * table.num_rows, schema) if rescue else table
+
+
+def _writable(row: Any, schema: pa.Schema, options: DecodeOptions) -> bool:
+    """Whether a row will reach the table (not the dead letters), whatever its fields beyond ``schema``."""
+    if options.unknown_fields == "rescue":
+        try:
+            _rescue_row(0, row, rescue_fields(schema), DecodeOptions())
+        except Unprocessable:
+            return False
+        return True
+    lenient = replace(options, unknown_fields="drop")
+    return _check_object(row, list(schema), lenient, prefix="") is None
 
 
 def _read_json_sorting(
@@ -165,31 +187,61 @@ def _read_json_sorting(
 ) -> Decoded:
     """Dead-lettering: the rows that pass the checks go on to Arrow's reader, the others to ``dead``."""
     dead: list[DeadRow] = []
-    kept: list[bytes] = []
+    kept: list[_Kept] = []
     struct = pa.struct(list(schema))
     for number, row, text in _json_rows(data, array=array, exact=True, dead=dead):
         problem = _check_object(row, list(schema), options, prefix="")
         if problem is None:
             known = {k: v for k, v in row.items() if k in schema.names}  # drop: unknown fields go
-            kept.append(json.dumps(_exact(known, struct), default=_rescued_value).encode())
+            line = json.dumps(_exact(known, struct), default=_rescued_value).encode()
+            kept.append(_Kept(number, _raw(row, text), line))
         else:
             dead.append(_dead_row(number, row, text, _row_error(number, *problem)))
-    return Decoded(_read_kept(kept, schema, options, fallback), _in_order(dead))
+    table, _ = _read_kept(kept, schema, options, fallback, dead)
+    return Decoded(table, _in_order(dead))
 
 
-def _read_kept(kept: list[bytes], schema: pa.Schema, options: DecodeOptions, fallback: str) -> pa.Table:
-    """The rows that passed the checks, as NDJSON, through Arrow's reader (unknown fields already gone)."""
+@dataclass(frozen=True)
+class _Kept:
+    """A row that passed the checks: its number, its raw JSON, and the line Arrow's reader gets."""
+
+    number: int
+    raw: str
+    line: bytes
+
+
+def _read_kept(
+    kept: list[_Kept], schema: pa.Schema, options: DecodeOptions, fallback: str, dead: list[DeadRow] | None
+) -> tuple[pa.Table, list[int]]:
+    """The rows that passed the checks through Arrow's reader, and which of them it took (indices). Arrow
+    may still refuse a value the checks let by (a timestamp form Python parses and Arrow does not): then,
+    dead-lettering, each row is read alone and the ones refused join ``dead``; otherwise the body is 422."""
     if not kept:
-        return schema.empty_table()
+        return schema.empty_table(), []
     try:
-        return _read_json_fast(b"\n".join(kept), schema, options, array=False)
+        table = _read_json_fast(b"\n".join(k.line for k in kept), schema, options, array=False)
+        return table, list(range(len(kept)))
     except (*_ARROW_ERRORS, binascii.Error):
-        raise Unprocessable(f"the data does not fit the table schema: {fallback}") from None
+        if dead is None:
+            raise Unprocessable(f"the data does not fit the table schema: {fallback}") from None
+    tables, taken = [], []
+    for index, row in enumerate(kept):
+        try:
+            tables.append(_read_json_fast(row.line, schema, options, array=False))
+            taken.append(index)
+        except (*_ARROW_ERRORS, binascii.Error) as err:
+            message = f"row {row.number}: the data does not fit the table schema: {err}"
+            dead.append(DeadRow(row.raw, message, None, row.number))
+    return (pa.concat_tables(tables) if tables else schema.empty_table()), taken
 
 
 def _dead_row(number: int, row: Any, text: str | None, err: IngestError) -> DeadRow:
-    raw = text if text is not None else json.dumps(row, default=_rescued_value)
-    return DeadRow(raw, err.message, err.detail.get("field"), number)
+    return DeadRow(_raw(row, text), err.message, err.detail.get("field"), number)
+
+
+def _raw(row: Any, text: str | None) -> str:
+    """A row as sent: its NDJSON line, or (an element of a JSON array) the row as JSON again."""
+    return text if text is not None else json.dumps(row, default=_rescued_value)
 
 
 def _in_order(dead: list[DeadRow]) -> tuple[DeadRow, ...]:
@@ -261,7 +313,7 @@ def _read_json_rescuing(data: bytes, schema: pa.Schema, options: DecodeOptions, 
         table = _read_json_fast(data, fields, strict, array=array)
         rescued: list[str | None] = [None] * table.num_rows
     except (*_ARROW_ERRORS, binascii.Error) as err:
-        kept: list[bytes] = []
+        kept: list[_Kept] = []
         rescued = []
         for number, row, text in _json_rows(data, array=array, exact=True, dead=dead):
             try:
@@ -271,9 +323,10 @@ def _read_json_rescuing(data: bytes, schema: pa.Schema, options: DecodeOptions, 
                     raise
                 dead.append(_dead_row(number, row, text, problem))
                 continue
-            kept.append(json.dumps(clean).encode())
+            kept.append(_Kept(number, _raw(row, text), json.dumps(clean).encode()))
             rescued.append(json.dumps(extra, default=_rescued_value) if extra else None)
-        table = _read_kept(kept, fields, strict, str(err))
+        table, taken = _read_kept(kept, fields, strict, str(err), dead)
+        rescued = [rescued[i] for i in taken]
     return Decoded(_with_rescued(table, rescued, schema), _in_order(dead or []))
 
 
@@ -618,7 +671,7 @@ def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> Decod
         column = table.column(field.name)
         if column.type != field.type:
             try:
-                column = _cast_column(column, field)
+                column = cast_column(column, field)
             except Unprocessable:
                 if not (rescue and field.nullable):
                     raise
@@ -665,7 +718,7 @@ def _rescued_rows(num_rows: int, extras: dict[str, pa.ChunkedArray]) -> list[str
     ]
 
 
-def _cast_column(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
+def cast_column(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
     """A safe widening cast to the column's type, or ``Unprocessable`` saying why not."""
     if not is_safe_widening(column.type, field.type):
         raise Unprocessable(

@@ -10,13 +10,15 @@ decides about it as before. Arrow columns keep the type they were sent with, whe
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
+import io
+import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.json as pj
 
 from deltaingest.delta_types import SchemaError, parse_type, type_name
 from deltaingest.ingest.errors import Unprocessable
@@ -25,6 +27,7 @@ from deltaingest.ingest.errors import Unprocessable
 # distinct keys (a bug in the producer, or an attack) must not become thousands of columns.
 MAX_NEW_COLUMNS = 64
 MAX_COLUMNS = 1000
+MAX_NEW_FIELDS = 1000  # the new columns' fields at every depth: a struct may not smuggle in thousands
 # Characters Delta refuses in column names without column mapping (delta-rs and Spark alike).
 _BAD_NAME = re.compile(r"[ ,;{}()\n\t=]")
 # A date and a time: a bare date such as 2024-05-01 stays a string.
@@ -35,13 +38,15 @@ def json_new_fields(rows: Iterable[Any], schema: pa.Schema, *, timestamps: bool)
     """The new nullable columns for the top-level keys of ``rows`` (parsed JSON; fractions as ``Decimal``)
     that ``schema`` lacks, in order of first appearance; keys without a type yet are left out."""
     values: dict[str, list[Any]] = {}
+    known = set(schema.names)
     for row in rows:
         if isinstance(row, dict):
             for key, value in row.items():
-                if key not in schema.names:
+                if key not in known:
                     values.setdefault(key, []).append(value)
     fields = []
     for name, seen in values.items():
+        _encodable(name)
         dtype = _infer(seen, timestamps=timestamps)
         if dtype is not None:
             fields.append(pa.field(name, dtype, nullable=True))
@@ -54,8 +59,8 @@ def arrow_new_fields(sent: pa.Schema, schema: pa.Schema) -> list[pa.Field]:
     type of the type they were sent as (timestamps in microseconds, views and large types plain)."""
     fields = []
     for field in sent:
-        if field.name in schema.names:
-            continue
+        if field.name in schema.names or _untyped(field.type):
+            continue  # an untyped column (all null) is left to unknownFields, as a JSON field would be
         try:
             dtype = parse_type(type_name(field.type))
         except SchemaError:
@@ -77,6 +82,10 @@ def check_new_fields(fields: Sequence[pa.Field], schema: pa.Schema) -> None:
         )
     if len(schema) + len(fields) > MAX_COLUMNS:
         raise Unprocessable(f"the table would have more than {MAX_COLUMNS} columns")
+    if (count := _count(fields)) > MAX_NEW_FIELDS:
+        raise Unprocessable(
+            f"{count} new fields in one request, nested ones included; at most {MAX_NEW_FIELDS}"
+        )
     _check_names(fields, schema.names, prefix="")
 
 
@@ -98,11 +107,34 @@ def _check_names(fields: Sequence[pa.Field], existing: Sequence[str], *, prefix:
                 field=path,
             )
         taken[name.lower()] = name
-        inner = field.type
-        while pa.types.is_list(inner):
-            inner = inner.value_type
+        inner = _inner(field.type)
         if pa.types.is_struct(inner):
             _check_names(list(inner), (), prefix=f"{path}.")
+
+
+def _inner(dtype: pa.DataType) -> pa.DataType:
+    while pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        dtype = dtype.value_type
+    return dtype
+
+
+def _count(fields: Sequence[pa.Field]) -> int:
+    inner = (_inner(f.type) for f in fields)
+    return len(fields) + sum(_count(list(t)) for t in inner if pa.types.is_struct(t))
+
+
+def _untyped(dtype: pa.DataType) -> bool:
+    inner = _inner(dtype)
+    return bool(pa.types.is_null(inner) or (pa.types.is_struct(inner) and inner.num_fields == 0))
+
+
+def _encodable(name: str) -> None:
+    """Refuse a name Arrow cannot hold: a JSON key with a lone surrogate (``"\\ud800"``) is no UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise Unprocessable(f"field {shown!r}: not a column name (not valid Unicode)", field=shown) from None
 
 
 def _infer(values: Sequence[Any], *, timestamps: bool) -> pa.DataType | None:
@@ -124,6 +156,8 @@ def _infer(values: Sequence[Any], *, timestamps: bool) -> pa.DataType | None:
     if isinstance(first, dict):
         objects = [v for v in present if isinstance(v, dict)]
         keys = list(dict.fromkeys(k for v in objects for k in v))
+        for key in keys:
+            _encodable(key)
         inner = [(k, _infer([v.get(k) for v in objects], timestamps=timestamps)) for k in keys]
         fields = [pa.field(k, t, nullable=True) for k, t in inner if t is not None]
         return pa.struct(fields) if fields else None
@@ -131,17 +165,16 @@ def _infer(values: Sequence[Any], *, timestamps: bool) -> pa.DataType | None:
 
 
 def _timestamp(strings: Sequence[str]) -> pa.DataType | None:
-    """``timestamp`` when every string is a date-time with an offset, ``timestamp_ntz`` when none has one."""
-    zones = set()
-    for text in strings:
-        if not _DATE_TIME.match(text):
-            return None
-        try:
-            zones.add(dt.datetime.fromisoformat(text).tzinfo is not None)
-        except ValueError:
-            return None
-    if zones == {True}:
-        return pa.timestamp("us", tz="UTC")
-    if zones == {False}:
-        return pa.timestamp("us")
-    return None
+    """``timestamp`` when every string is a date and a time that Arrow's JSON reader takes as one (the
+    reader the rows then go through; no offset means UTC, as for existing timestamp columns). Never
+    ``timestamp_ntz``: adding one would upgrade the table's protocol (reader 3, writer 7)."""
+    if not all(_DATE_TIME.match(text) for text in strings):
+        return None
+    dtype = pa.timestamp("us", tz="UTC")
+    lines = b"\n".join(json.dumps({"t": text}).encode() for text in strings)
+    options = pj.ParseOptions(explicit_schema=pa.schema([pa.field("t", dtype)]))
+    try:
+        pj.read_json(io.BytesIO(lines), parse_options=options)
+    except (pa.ArrowException, OSError):
+        return None
+    return dtype

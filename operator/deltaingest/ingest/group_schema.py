@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from deltaingest.delta_types import type_name
-from deltaingest.ingest.decode import is_safe_widening
+from deltaingest.ingest.decode import cast_column, is_safe_widening
 from deltaingest.ingest.errors import Unprocessable
 from deltaingest.ingest.evolve import check_new_fields
 
@@ -79,9 +78,6 @@ def _conform(data: pa.Table, schema: pa.Schema, table: pa.Schema) -> pa.Table:
                     f"{type_name(field.type)} (a column's type is never changed)",
                     field=field.name,
                 )
-            try:
-                column = pc.cast(column, field.type, safe=True)
-            except (pa.ArrowException, OSError) as err:
-                raise Unprocessable(f"field '{field.name}': {err}", field=field.name) from None
+            column = cast_column(column, field)
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)

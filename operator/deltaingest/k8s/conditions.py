@@ -204,14 +204,14 @@ def status(observed: Observed) -> DeltaTableIngestStatus:
         found[kind] = _condition(observed, kind, state, reason, message)
     found["Ready"] = _condition(observed, "Ready", *_ready(found, observed))
     facts = observed.table.facts if observed.table is not None else {}
-    declared = {c.name for c in observed.spec.table.columns}
+    declared = {c.name.lower() for c in observed.spec.table.columns}  # Delta names are case-insensitive
     columns = observed.table.columns if observed.table is not None else ()
     table = TableStatus(
         version=facts.get("version"),
         active_files=facts.get("files"),
         small_files=facts.get("smallFiles"),
         bytes=facts.get("bytes"),
-        added_columns=[ColumnStatus(name=n, type=t) for n, t in columns if n not in declared],
+        added_columns=[ColumnStatus(name=n, type=t) for n, t in columns if n.lower() not in declared],
         checked_at=observed.now if facts else None,
     )
     return DeltaTableIngestStatus(
