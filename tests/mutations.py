@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 from hypothesis import strategies as st
 
-from tests.helpers import event
+from deltaingest.ingest.decode import Decoded, DecodeOptions, decode
+from tests.helpers import EVENT_ARROW_SCHEMA, event
 
 NDJSON = "application/x-ndjson"
 JSON = "application/json"
@@ -27,6 +28,16 @@ class Body:
     data: bytes
     content_type: str
     content_encoding: str | None = None
+
+    def decode(self, options: DecodeOptions) -> Decoded:
+        """The writer's decoder's reading of this body against the events schema."""
+        return decode(
+            self.data,
+            content_type=self.content_type,
+            content_encoding=self.content_encoding,
+            schema=EVENT_ARROW_SCHEMA,
+            options=options,
+        )
 
 
 # Fragments spliced into a JSON row: each is a kind of value the reader or the diagnosis must survive.

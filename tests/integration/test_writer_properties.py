@@ -14,7 +14,7 @@ from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deltaingest.ingest.decode import Decoded, DecodeOptions, decode
+from deltaingest.ingest.decode import DecodeOptions
 from tests.helpers import EVENT_ARROW_SCHEMA as SCHEMA
 from tests.helpers import WriterProcess, post, settings_file, start_writers
 from tests.mutations import Body, bodies
@@ -42,17 +42,6 @@ def identity_headers(draw: st.DrawFn) -> dict[str, str]:
     if kind == "one-only":
         return draw(st.sampled_from([{"X-Producer-Id": "prop"}, {"X-Sequence": "1"}]))
     return {"X-Producer-Id": draw(st.sampled_from(["deltaingest-x", "p" * 300])), "X-Sequence": "1"}
-
-
-def _expected(body: Body, options: DecodeOptions) -> Decoded:
-    """What the writer must have committed for a 200: the same decoder's reading of the same body."""
-    return decode(
-        body.data,
-        content_type=body.content_type,
-        content_encoding=body.content_encoding,
-        schema=SCHEMA,
-        options=options,
-    )
 
 
 @pytest.mark.parametrize("invalid_rows", ["reject", "deadLetter"])
@@ -83,7 +72,7 @@ def test_any_request_gets_a_client_answer_and_the_table_holds_exactly_the_acknow
         assert response.status in ANSWERS, (response.status, response.body)
         if response.status == 200:
             assert not response.body.get("duplicate")
-            decoded = _expected(body, options)
+            decoded = body.decode(options)  # what the writer must have committed
             assert response.body["rows"] == decoded.table.num_rows
             assert response.body.get("deadLettered", 0) == len(decoded.dead)
             acknowledged.append(decoded.table)

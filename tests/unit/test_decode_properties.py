@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 
-from deltaingest.ingest.decode import Decoded, DecodeOptions, decode
+from deltaingest.ingest.decode import DecodeOptions
 from deltaingest.ingest.errors import IngestError
 from tests.helpers import EVENT_ARROW_SCHEMA as SCHEMA
 from tests.mutations import Body, bodies
@@ -14,21 +14,11 @@ CLIENT_ERRORS = {400, 413, 415, 422}
 MAX_BYTES = 4 * 1024 * 1024
 
 
-def _decode(body: Body, options: DecodeOptions) -> Decoded:
-    return decode(
-        body.data,
-        content_type=body.content_type,
-        content_encoding=body.content_encoding,
-        schema=SCHEMA,
-        options=options,
-    )
-
-
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies())
 def test_every_body_decodes_to_the_schema_or_gets_a_client_error(body: Body) -> None:
     try:
-        table = _decode(body, DecodeOptions(max_bytes=MAX_BYTES)).table
+        table = body.decode(DecodeOptions(max_bytes=MAX_BYTES)).table
     except IngestError as err:
         assert err.status in CLIENT_ERRORS, err.body()
         assert isinstance(err.body()["error"], str) and err.body()["error"]
@@ -43,7 +33,7 @@ def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_one
     body: Body,
 ) -> None:
     try:
-        decoded = _decode(body, DecodeOptions(invalid_rows="deadLetter", max_bytes=MAX_BYTES))
+        decoded = body.decode(DecodeOptions(invalid_rows="deadLetter", max_bytes=MAX_BYTES))
     except IngestError as err:
         assert err.status in CLIENT_ERRORS, err.body()
         return
@@ -54,7 +44,7 @@ def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_one
     assert all(d.error.startswith(f"row {d.row}") and d.raw for d in decoded.dead)
     # What the reject policy accepts is accepted the same here, with nothing set apart.
     try:
-        strict = _decode(body, DecodeOptions(max_bytes=MAX_BYTES))
+        strict = body.decode(DecodeOptions(max_bytes=MAX_BYTES))
     except IngestError:
         return
     assert decoded.dead == () and decoded.table.equals(strict.table)
@@ -69,7 +59,7 @@ def test_evolving_every_body_decodes_to_the_schema_plus_nullable_columns_or_gets
         schema_evolution="addColumns", infer_timestamps=True, invalid_rows="deadLetter", max_bytes=MAX_BYTES
     )
     try:
-        decoded = _decode(body, options)
+        decoded = body.decode(options)
     except IngestError as err:
         assert err.status in CLIENT_ERRORS, err.body()
         return
