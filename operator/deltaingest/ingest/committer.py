@@ -177,50 +177,49 @@ class Committer:
         stage.labels("lock").observe(locked - waited)
         try:
             self._catch_up(lease)
-            writing = time.perf_counter()
-            stage.labels("catch_up").observe(writing - locked)
-            table = self._table.table
-            if self._sent_plan is not None and (table.transaction_version(self._app_id) or -1) >= commit_id:
-                # The previous attempt's commit landed although we saw an error: acknowledge it, once.
-                written, refused = self._sent_plan
-                self._write_dead_letters(batches, refused, commit_id, lease)
-                lease.release_version = self._table.version()
-                return GroupResult(self._find_version(commit_id), written, refused)
-            written, refused, fresh, added = self._fit(batches, table.transaction_version)
-            _, txns = plan_writes(fresh, table.transaction_version)
-            data = pa.concat_tables([b.data for b in fresh]) if fresh else None
-            if data is None or (data.num_rows == 0 and not txns):
-                # Nothing for the table: every batch a duplicate or refused, or only unsequenced dead rows.
-                self._write_dead_letters(batches, refused, commit_id, lease)
-                lease.release_version = self._table.version()
-                return GroupResult(self._table.version(), written, refused)
-            metadata = self._metadata(commit_id, lease)
-            now_ms = int(time.time() * 1000)
-            transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
-            transactions.append(Transaction(self._app_id, commit_id, now_ms))
-            check_lease(lease)
-            self._sent_plan = written, refused
-            # With no good rows but sequences to record (a request all dead letters), an empty append still
-            # commits the txn actions: a retry of the request is then a duplicate here too.
-            write_deltalake(
-                table,
-                data,
-                mode="append",
-                # New columns join the table's schema in this same commit (nullable, appended at the end).
-                schema_mode="merge" if added else None,
-                commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=transactions),
-                post_commithook_properties=NO_HOOKS,
-            )
-            stage.labels("write").observe(time.perf_counter() - writing)
-            if added:
-                log.info("added columns %s to %s", list(added), self._table.uri)
-                self._table.reread_schema()
-            version = self._table.version()
-            self._write_dead_letters(batches, refused, commit_id, lease)
-            lease.release_version = version
-            return GroupResult(version, written, refused)
+            stage.labels("catch_up").observe(time.perf_counter() - locked)
+            result = self._commit_table(batches, commit_id, lease)
+            self._write_dead_letters(batches, result.refused, commit_id, lease)
+            lease.release_version = self._table.version()
+            return result
         finally:
             self._lock.release(lease)
+
+    def _commit_table(self, batches: Sequence[Batch], commit_id: int, lease: Lease) -> GroupResult:
+        """The group's commit to the table, or what an earlier attempt's landed commit holds."""
+        writing = time.perf_counter()
+        table = self._table.table
+        if self._sent_plan is not None and (table.transaction_version(self._app_id) or -1) >= commit_id:
+            # The previous attempt's commit landed although we saw an error: acknowledge it, once.
+            return GroupResult(self._find_version(commit_id), *self._sent_plan)
+        written, refused, fresh, added = self._fit(batches, table.transaction_version)
+        _, txns = plan_writes(fresh, table.transaction_version)
+        data = pa.concat_tables([b.data for b in fresh]) if fresh else None
+        if data is None or (data.num_rows == 0 and not txns):
+            # Nothing for the table: every batch a duplicate or refused, or only unsequenced dead rows.
+            return GroupResult(self._table.version(), written, refused)
+        metadata = self._metadata(commit_id, lease)
+        now_ms = int(time.time() * 1000)
+        transactions = [Transaction(app, seq, now_ms) for app, seq in txns.items()]
+        transactions.append(Transaction(self._app_id, commit_id, now_ms))
+        check_lease(lease)
+        self._sent_plan = written, refused
+        # With no good rows but sequences to record (a request all dead letters), an empty append still
+        # commits the txn actions: a retry of the request is then a duplicate here too.
+        write_deltalake(
+            table,
+            data,
+            mode="append",
+            # New columns join the table's schema in this same commit (nullable, appended at the end).
+            schema_mode="merge" if added else None,
+            commit_properties=CommitProperties(custom_metadata=metadata, app_transactions=transactions),
+            post_commithook_properties=NO_HOOKS,
+        )
+        self._metrics.commit_stage.labels("write").observe(time.perf_counter() - writing)
+        if added:
+            log.info("added columns %s to %s", list(added), self._table.uri)
+            self._table.reread_schema()
+        return GroupResult(self._table.version(), written, refused)
 
     def _fit(
         self, batches: Sequence[Batch], committed: Callable[[str], int | None]

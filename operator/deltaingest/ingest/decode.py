@@ -141,64 +141,90 @@ def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array:
         if isinstance(probed, pa.Table):
             return Decoded(probed)
         schema, options = probed, replace(options, schema_evolution="none")
-    if options.unknown_fields == "rescue":
-        return _read_json_rescuing(data, schema, options, array=array)
     try:
-        return Decoded(_read_json_fast(data, schema, options, array=array))
+        return Decoded(_read_whole(data, schema, options, array=array))
     except (*_ARROW_ERRORS, binascii.Error) as err:
-        if options.invalid_rows == "deadLetter":
-            return _read_json_sorting(data, schema, options, array=array, fallback=str(err))
-        raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
+        if options.unknown_fields != "rescue" and options.invalid_rows == "reject":
+            raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
+        return _read_rows(data, schema, options, array=array, fallback=str(err))
+
+
+def _read_whole(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> pa.Table:
+    """The fast path: the whole body through Arrow's reader. Rescuing, it must fit the other columns
+    exactly, and the rescue column is null."""
+    if options.unknown_fields != "rescue":
+        return _read_json_fast(data, schema, options, array=array)
+    strict = replace(options, unknown_fields="reject")
+    table = _read_json_fast(data, rescue_fields(schema), strict, array=array)
+    return _with_rescued(table, [None] * table.num_rows, schema)
 
 
 def _probe_new_fields(
     data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool
 ) -> pa.Table | pa.Schema:
-    """Evolving: the body's table when it has no field the table lacks (Arrow's reader, strict), else the
+    """Evolving: the body's table when it has no field the table lacks (the fast path, strict), else the
     schema extended by the new fields it brings (parsed in Python: bodies with new fields only)."""
-    rescue = options.unknown_fields == "rescue"
+    strict = options if options.unknown_fields == "rescue" else replace(options, unknown_fields="reject")
     try:
-        table = _read_json_fast(
-            data, rescue_fields(schema) if rescue else schema, DecodeOptions(), array=array
-        )
+        return _read_whole(data, schema, strict, array=array)
     except (*_ARROW_ERRORS, binascii.Error):
         rows = [row for _, row, _ in _json_rows(data, array=array, exact=True, dead=[])]  # again, later
         if options.invalid_rows == "deadLetter":  # a dead row neither adds nor types a column
             rows = [row for row in rows if _writable(row, schema, options)]
         new = json_new_fields(rows, schema, timestamps=options.infer_timestamps)
         return pa.schema([*schema, *new])
-    return _with_rescued(table, [None] * table.num_rows, schema) if rescue else table
 
 
 def _writable(row: Any, schema: pa.Schema, options: DecodeOptions) -> bool:
     """Whether a row will reach the table (not the dead letters), whatever its fields beyond ``schema``."""
-    if options.unknown_fields == "rescue":
-        try:
-            _rescue_row(0, row, rescue_fields(schema), DecodeOptions())
-        except Unprocessable:
-            return False
-        return True
-    lenient = replace(options, unknown_fields="drop")
-    return _check_object(row, list(schema), lenient, prefix="") is None
+    lenient = options if options.unknown_fields == "rescue" else replace(options, unknown_fields="drop")
+    try:
+        _split_row(0, row, schema, lenient)
+    except Unprocessable:
+        return False
+    return True
 
 
-def _read_json_sorting(
+def _read_rows(
     data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool, fallback: str
 ) -> Decoded:
-    """Dead-lettering: the rows that pass the checks go on to Arrow's reader, the others to ``dead``."""
-    dead: list[DeadRow] = []
+    """The slow path, row by row: what of each row goes to the columns and (rescuing) to the rescue column;
+    a row that can be neither refuses the body, or (dead-lettering) goes to ``dead``."""
+    dead: list[DeadRow] | None = [] if options.invalid_rows == "deadLetter" else None
+    rescue = options.unknown_fields == "rescue"
+    fields = rescue_fields(schema) if rescue else schema
+    struct = pa.struct(list(fields))
     kept: list[_Kept] = []
-    struct = pa.struct(list(schema))
+    rescued: list[str | None] = []
     for number, row, text in _json_rows(data, array=array, exact=True, dead=dead):
-        problem = _check_object(row, list(schema), options, prefix="")
-        if problem is None:
-            known = {k: v for k, v in row.items() if k in schema.names}  # drop: unknown fields go
-            line = json.dumps(_exact(known, struct), default=_rescued_value).encode()
-            kept.append(_Kept(number, _raw(row, text), line))
-        else:
-            dead.append(_dead_row(number, row, text, _row_error(number, *problem)))
-    table, _ = _read_kept(kept, schema, options, fallback, dead)
-    return Decoded(table, _in_order(dead))
+        try:
+            clean, extra = _split_row(number, row, schema, options)
+        except Unprocessable as problem:
+            if dead is None:
+                raise
+            dead.append(_dead_row(number, row, text, problem))
+            continue
+        line = json.dumps(_exact(clean, struct), default=_rescued_value).encode()
+        kept.append(_Kept(number, _raw(row, text), line))
+        rescued.append(json.dumps(extra, default=_rescued_value) if extra else None)
+    strict = replace(options, unknown_fields="reject") if rescue else options
+    table, taken = _read_kept(kept, fields, strict, fallback, dead)
+    if rescue:
+        table = _with_rescued(table, [rescued[i] for i in taken], schema)
+    return Decoded(table, _in_order(dead or []))
+
+
+def _split_row(
+    number: int, row: Any, schema: pa.Schema, options: DecodeOptions
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What of one parsed row goes to the columns, and (rescuing) what to the rescue column; 422 for a row
+    that cannot be written."""
+    if options.unknown_fields == "rescue":
+        return _rescue_row(number, row, rescue_fields(schema), replace(options, unknown_fields="reject"))
+    problem = _check_object(row, list(schema), options, prefix="")
+    if problem is not None:
+        raise _row_error(number, *problem)
+    return {k: v for k, v in row.items() if k in schema.names}, {}  # drop: unknown fields go
 
 
 @dataclass(frozen=True)
@@ -303,33 +329,6 @@ def rescue_fields(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f for f in schema if f.name != RESCUED_COLUMN])
 
 
-def _read_json_rescuing(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array: bool) -> Decoded:
-    """Rows as sent when they fit (the fast path); otherwise each row's unknown fields, and its values that do
-    not fit a nullable column, go as one JSON object into the rescue column, the column itself null."""
-    fields = rescue_fields(schema)
-    strict = DecodeOptions(unknown_fields="reject", max_bytes=options.max_bytes)
-    dead: list[DeadRow] | None = [] if options.invalid_rows == "deadLetter" else None
-    try:
-        table = _read_json_fast(data, fields, strict, array=array)
-        rescued: list[str | None] = [None] * table.num_rows
-    except (*_ARROW_ERRORS, binascii.Error) as err:
-        kept: list[_Kept] = []
-        rescued = []
-        for number, row, text in _json_rows(data, array=array, exact=True, dead=dead):
-            try:
-                clean, extra = _rescue_row(number, row, fields, strict)
-            except Unprocessable as problem:
-                if dead is None:
-                    raise
-                dead.append(_dead_row(number, row, text, problem))
-                continue
-            kept.append(_Kept(number, _raw(row, text), json.dumps(clean).encode()))
-            rescued.append(json.dumps(extra, default=_rescued_value) if extra else None)
-        table, taken = _read_kept(kept, fields, strict, str(err), dead)
-        rescued = [rescued[i] for i in taken]
-    return Decoded(_with_rescued(table, rescued, schema), _in_order(dead or []))
-
-
 def _rescue_row(
     number: int, row: Any, fields: pa.Schema, strict: DecodeOptions
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -345,7 +344,7 @@ def _rescue_row(
             problem = (field.name, "missing or null, but the column is not nullable")
         if problem is None:
             if item is not None:
-                clean[field.name] = _exact(item, field.type)
+                clean[field.name] = item
         elif field.nullable:
             extra[field.name] = item  # the whole top-level value, even when the misfit is nested
         else:
