@@ -205,3 +205,17 @@ def test_pod_placement_reaches_every_pod() -> None:
         )
     for manifest in render(owner(spec)):
         kubernetes_validate.validate(manifest, "1.37.0", strict=True)
+
+
+def test_dead_letter_and_evolution_settings_reach_the_writers() -> None:
+    writer = {
+        "invalidRows": "deadLetter",
+        "deadLetter": {"uri": "s3://lake/events_dead"},
+        "schemaEvolution": "addColumns",
+        "inferTimestamps": True,
+    }
+    data = config_data(parse_spec({**SPEC, "writer": writer}))["config.yaml"]
+    settings = Settings.model_validate(yaml.safe_load(data))
+    assert settings.writer.invalid_rows == "deadLetter"
+    assert settings.writer.dead_letter.uri == "s3://lake/events_dead"
+    assert settings.writer.schema_evolution == "addColumns" and settings.writer.infer_timestamps
