@@ -12,6 +12,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from deltaingest.k8s.conditions import Observed, Probe, status
 from deltaingest.k8s.crd import crd_yaml, custom_resource_definition
 from deltaingest.k8s.spec import KIND, parse_spec
 from tests.crd_validation import default_errors, evaluate, validate
@@ -260,3 +261,20 @@ def test_table_uri_is_immutable() -> None:
     (error,) = validate(custom_resource_definition(), moved, old=MINIMAL)
     assert "immutable" in error
     assert validate(custom_resource_definition(), MINIMAL, old=MINIMAL) == []
+
+
+def test_a_status_with_added_columns_fits_the_status_schema() -> None:
+    """The operator merge-patches its status (a null deletes the key, so none is sent as null)."""
+    spec = parse_spec({"table": {"uri": "s3://lake/events", "schema": [{"name": "id", "type": "long"}]}})
+    probe = Probe(
+        True, "TableRead", "v", {"version": 3, "files": 1}, [("id", "long"), ("geo", "struct<a:long>")]
+    )
+    observed = Observed(
+        name="events", generation=1, spec=spec, now="2026-12-03T10:00:00Z", deployment=None,
+        cron_jobs={"compaction": None, "vacuum": None}, jobs=[], pods=[], table=probe, lock=probe,
+    )  # fmt: skip
+    doc = copy.deepcopy(MINIMAL) | {
+        "status": status(observed).model_dump(by_alias=True, mode="json", exclude_none=True)
+    }
+    assert doc["status"]["table"]["addedColumns"] == [{"name": "geo", "type": "struct<a:long>"}]
+    assert validate(custom_resource_definition(), doc) == []
