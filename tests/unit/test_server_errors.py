@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -25,7 +26,7 @@ async def _post(app: Any, **headers: str) -> tuple[int, dict[str, Any], dict[str
         return response.status, await response.json(), {k.lower(): v for k, v in response.headers.items()}
 
 
-def _server() -> IngestServer:
+def _server(auth_token: str | None = None) -> IngestServer:
     table = SimpleNamespace(schema=pa.schema([pa.field("id", pa.int64())]), uri="memory", version=lambda: 0)
     return IngestServer(
         spec=WriterSpec(),
@@ -33,7 +34,7 @@ def _server() -> IngestServer:
         group=SimpleNamespace(),
         latest=SimpleNamespace(),
         metrics=Metrics(),
-        auth_token=None,  # type: ignore[arg-type]
+        auth_token=auth_token,  # type: ignore[arg-type]
     )
 
 
@@ -84,3 +85,55 @@ def test_a_method_not_allowed_keeps_its_allow_header() -> None:
     assert status == 405 and body["error"] == "Method Not Allowed"
     assert "POST" in headers["allow"]
     assert headers["content-type"].startswith("application/json")
+
+
+async def _raw(app: Any, head: bytes) -> tuple[int, dict[str, Any]]:
+    """One request as raw bytes: header values a client library would not send (not UTF-8, say)."""
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        body = b'{"id": 1}\n'
+        writer.write(head + b"Host: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        answer = await reader.read()
+        writer.close()
+    finally:
+        await server.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize("token", [b"Bearer \xe9\xff", b"\xe9", b"Bearer s3cre\xe9"])
+def test_an_authorization_header_that_is_not_utf8_is_a_401(token: bytes) -> None:
+    """aiohttp hands such bytes on as surrogates, which ``str.encode()`` refused: a 500 on 35e928b."""
+    server = _server(auth_token="s3cret")
+    head = b"POST /v1/ingest HTTP/1.1\r\nAuthorization: " + token + b"\r\n"
+    status, body = asyncio.run(_raw(server.app(), head))
+    server.close()
+    assert (status, body["error"]) == (401, "missing or wrong bearer token")
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    ["\u0661".encode(), "\uff17".encode(), b"1_000", b"+7", b"-0", b"7 8", b"\xe9", b"1" * 21, b"0x10"],
+    ids=[
+        "arabic-indic digit",
+        "fullwidth digit",
+        "underscores",
+        "plus",
+        "minus",
+        "space",
+        "not utf8",
+        "long",
+        "hex",
+    ],
+)
+def test_a_sequence_is_ascii_digits_only(sequence: bytes) -> None:
+    """``int()`` takes other scripts' digits and underscores: "\u0661" was sequence 1 on 35e928b."""
+    server = _server()
+    head = b"POST /v1/ingest HTTP/1.1\r\nX-Producer-Id: p\r\nX-Sequence: " + sequence + b"\r\n"
+    status, body = asyncio.run(_raw(server.app(), head))
+    server.close()
+    assert status == 400 and body["error"].startswith(
+        "X-Sequence must be a non-negative integer in ASCII digits"
+    )

@@ -15,6 +15,7 @@ import decimal
 import functools
 import io
 import json
+import math
 import re
 import zlib
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from deltaingest.delta_types import type_name
+from deltaingest.ingest.arrow_input import ARROW_ERRORS, read_arrow_stream
 from deltaingest.ingest.errors import (
     BadRequest,
     IngestError,
@@ -33,11 +35,9 @@ from deltaingest.ingest.errors import (
     UnsupportedMediaType,
 )
 from deltaingest.ingest.evolve import arrow_new_fields, json_new_fields
+from deltaingest.ingest.time_range import OUT_OF_RANGE, out_of_range
 from deltaingest.protocol import ARROW_STREAM_TYPE, JSON_TYPE, NDJSON_TYPES, RESCUED_COLUMN
 
-# Every error Arrow raises for bad data, including OSError ("Invalid IPC stream") and out-of-memory for
-# absurd declared lengths: all of them mean the body is wrong, not the writer.
-_ARROW_ERRORS = (pa.ArrowException, OSError, MemoryError)
 # JSON nesting beyond this is refused before Python parses it: ``json`` recurses, and any schema we can
 # hold is far shallower.
 MAX_JSON_DEPTH = 64
@@ -102,7 +102,7 @@ def decode(
     elif media == JSON_TYPE:
         decoded = _read_json(data, schema, options, array=not data.lstrip().startswith(b"{"))
     elif media == ARROW_STREAM_TYPE:
-        decoded = conform(_read_arrow_stream(data), schema, options)
+        decoded = conform(read_arrow_stream(data), schema, options)
     else:
         accepted = sorted({*NDJSON_TYPES, JSON_TYPE, ARROW_STREAM_TYPE})
         raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}; use one of {accepted}")
@@ -120,16 +120,28 @@ def decompress(body: bytes, encoding: str | None, *, limit: int) -> bytes:
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}; use gzip or none")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as err:
-        raise BadRequest(f"body is not valid gzip: {err}") from err
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
-    if not inflater.eof:
-        raise BadRequest("body is not valid gzip: truncated stream")
-    return data
+    # A gzip file may hold several members one after another (RFC 1952 2.2; ``cat a.gz b.gz``, pigz, and
+    # multi-part writers make them): the body is all of them, and anything else after the first is an error
+    # rather than rows silently dropped.
+    parts: list[bytes] = []
+    size, rest = 0, body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as err:
+            raise BadRequest(f"body is not valid gzip: {err}") from err
+        size += len(part)
+        parts.append(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+        if not inflater.eof:
+            raise BadRequest("body is not valid gzip: truncated stream")
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+        if not rest.startswith(b"\x1f\x8b"):
+            raise BadRequest(f"body is not valid gzip: {len(rest)} bytes after the end of the gzip data")
 
 
 # -- JSON -------------------------------------------------------------------------------------------------
@@ -143,7 +155,7 @@ def _read_json(data: bytes, schema: pa.Schema, options: DecodeOptions, *, array:
         schema, options = probed, replace(options, schema_evolution="none")
     try:
         return Decoded(_read_whole(data, schema, options, array=array))
-    except (*_ARROW_ERRORS, binascii.Error) as err:
+    except (*ARROW_ERRORS, binascii.Error) as err:
         if options.unknown_fields != "rescue" and options.invalid_rows == "reject":
             raise diagnose_json(data, schema, options, array=array, fallback=str(err)) from None
         return _read_rows(data, schema, options, array=array, fallback=str(err))
@@ -167,7 +179,7 @@ def _probe_new_fields(
     strict = options if options.unknown_fields == "rescue" else replace(options, unknown_fields="reject")
     try:
         return _read_whole(data, schema, strict, array=array)
-    except (*_ARROW_ERRORS, binascii.Error):
+    except (*ARROW_ERRORS, binascii.Error):
         rows = [row for _, row, _ in _json_rows(data, array=array, exact=True, dead=[])]  # again, later
         if options.invalid_rows == "deadLetter":  # a dead row neither adds nor types a column
             rows = [row for row in rows if _writable(row, schema, options)]
@@ -204,9 +216,9 @@ def _read_rows(
                 raise
             dead.append(_dead_row(number, row, text, problem))
             continue
-        line = json.dumps(_exact(clean, struct), default=_rescued_value).encode()
+        line = _json_text(_exact(clean, struct)).encode()
         kept.append(_Kept(number, _raw(row, text), line))
-        rescued.append(json.dumps(extra, default=_rescued_value) if extra else None)
+        rescued.append(_json_text(extra) if extra else None)
     strict = replace(options, unknown_fields="reject") if rescue else options
     table, taken = _read_kept(kept, fields, strict, fallback, dead)
     if rescue:
@@ -247,7 +259,7 @@ def _read_kept(
     try:
         table = _read_json_fast(b"\n".join(k.line for k in kept), schema, options, array=False)
         return table, list(range(len(kept)))
-    except (*_ARROW_ERRORS, binascii.Error):
+    except (*ARROW_ERRORS, binascii.Error):
         if dead is None:
             raise Unprocessable(f"the data does not fit the table schema: {fallback}") from None
     tables, taken = [], []
@@ -255,7 +267,7 @@ def _read_kept(
         try:
             tables.append(_read_json_fast(row.line, schema, options, array=False))
             taken.append(index)
-        except (*_ARROW_ERRORS, binascii.Error) as err:
+        except (*ARROW_ERRORS, binascii.Error) as err:
             message = f"row {row.number}: the data does not fit the table schema: {err}"
             dead.append(DeadRow(row.raw, message, None, row.number))
     return (pa.concat_tables(tables) if tables else schema.empty_table()), taken
@@ -267,7 +279,7 @@ def _dead_row(number: int, row: Any, text: str | None, err: IngestError) -> Dead
 
 def _raw(row: Any, text: str | None) -> str:
     """A row as sent: its NDJSON line, or (an element of a JSON array) the row as JSON again."""
-    return text if text is not None else json.dumps(row, default=_rescued_value)
+    return text if text is not None else _json_text(row)
 
 
 def _in_order(dead: list[DeadRow]) -> tuple[DeadRow, ...]:
@@ -365,10 +377,31 @@ def _exact(value: Any, dtype: pa.DataType) -> Any:
     return value
 
 
+def _json_text(value: Any) -> str:
+    """``value`` as strict JSON, for rescued data and dead rows: what ``json`` cannot write itself as
+    ``_rescued_value`` says, and the floats JSON has no literal for (NaN and the infinities, which Python's
+    parser accepts and Arrow holds) as strings, not as the ``NaN`` that strict readers refuse."""
+    try:
+        return json.dumps(value, default=_rescued_value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), default=_rescued_value, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)  # "NaN", "Infinity", "-Infinity"
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _rescued_value(value: Any) -> Any:
     """JSON for what ``json`` cannot write itself, in rescued data."""
     if isinstance(value, decimal.Decimal):
-        return float(value)
+        number = float(value)
+        return number if math.isfinite(number) else str(value)  # 1e999 is no float
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, dt.date | dt.datetime | dt.time):
@@ -625,17 +658,6 @@ def _preview(value: Any) -> str:
 # -- Arrow IPC --------------------------------------------------------------------------------------------
 
 
-def _read_arrow_stream(data: bytes) -> pa.Table:
-    try:
-        table = pa.ipc.open_stream(data).read_all()
-        # The IPC reader trusts the buffers: full validation catches invalid UTF-8 in strings and offsets
-        # out of bounds, which would otherwise be committed and break every reader of the table.
-        table.validate(full=True)
-        return table
-    except _ARROW_ERRORS as err:
-        raise BadRequest(f"body is not an Arrow IPC stream: {err}") from None
-
-
 def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> Decoded:
     """Make ``table`` exactly ``schema``: drop, reject or rescue unknown columns, null-fill missing nullable
     ones, apply safe widening casts, and refuse nulls in non-nullable columns (naming the first bad row).
@@ -682,6 +704,10 @@ def conform(table: pa.Table, schema: pa.Schema, options: DecodeOptions) -> Decod
             else:
                 row = _first_null(column) + 1
                 raise _row_error(row, field.name, "null in a non-nullable column")
+        if (outside := out_of_range(column)) is not None:
+            if not sorting:
+                raise _row_error(pc.index(outside, True).as_py() + 1, field.name, OUT_OF_RANGE)
+            unfit.append((field.name, OUT_OF_RANGE, outside))
         columns.append(column)
     conformed = pa.Table.from_arrays(columns, schema=target)
     if rescue:
@@ -697,20 +723,66 @@ def _set_apart(sent: pa.Table, conformed: pa.Table, unfit: list[tuple[str, str, 
     bad = functools.reduce(pc.or_, [mask for _, _, mask in unfit])
     indices = pc.indices_nonzero(bad).to_pylist()
     masks = [(name, why, mask.to_pylist()) for name, why, mask in unfit]
-    raws = sent.take(indices).to_pylist()
+    columns = {name: _values_at(sent.column(name), name, indices) for name in sent.column_names}
+    raws = [{name: values[i] for name, values in columns.items()} for i in range(len(indices))]
     dead = []
     for index, raw in zip(indices, raws, strict=True):
         name, why = next((name, why) for name, why, holds in masks if holds[index])
         err = _row_error(index + 1, name, why)
-        dead.append(DeadRow(json.dumps(raw, default=_rescued_value), err.message, name, index + 1))
+        dead.append(DeadRow(_json_text(raw), err.message, name, index + 1))
     return Decoded(conformed.filter(pc.invert(bad)), tuple(dead))
+
+
+def _python_values(column: pa.ChunkedArray, name: str) -> list[Any]:
+    """A column a client sent, as Python values to show as JSON. Arrow holds times Python's types cannot
+    (a timestamp in the year 10^5, nanoseconds before 1677, durations past 10^9 days): such a column is
+    shown as Arrow's text for its times instead, at any depth."""
+    values: list[Any]
+    try:
+        values = column.to_pylist()
+        return values
+    except (*ARROW_ERRORS, ValueError, OverflowError):
+        pass
+    try:
+        values = pc.cast(column, _times_as_text(column.type)).to_pylist()
+        return values
+    except (*ARROW_ERRORS, ValueError, OverflowError) as err:
+        raise Unprocessable(
+            f"field '{name}': its values cannot be shown as JSON: {err}", field=name
+        ) from None
+
+
+def _values_at(column: pa.ChunkedArray, name: str, indices: list[int]) -> list[Any]:
+    """The Python values of ``column`` at ``indices``; Arrow has no ``take`` for some types a stream may
+    carry (run-end encoded, string views), whose values are all converted and picked from instead."""
+    try:
+        return _python_values(column.take(indices), name)
+    except pa.ArrowNotImplementedError:
+        values = _python_values(column, name)
+        return [values[i] for i in indices]
+
+
+def _times_as_text(dtype: pa.DataType) -> pa.DataType:
+    t = pa.types
+    if t.is_temporal(dtype):
+        return pa.string()
+    if t.is_struct(dtype):
+        return pa.struct([f.with_type(_times_as_text(f.type)) for f in dtype])
+    if t.is_map(dtype):
+        return pa.map_(_times_as_text(dtype.key_type), _times_as_text(dtype.item_type))
+    if t.is_large_list(dtype):
+        return pa.large_list(dtype.value_field.with_type(_times_as_text(dtype.value_type)))
+    if t.is_list(dtype) or t.is_fixed_size_list(dtype):
+        size = dtype.list_size if t.is_fixed_size_list(dtype) else -1
+        return pa.list_(dtype.value_field.with_type(_times_as_text(dtype.value_type)), size)
+    return dtype
 
 
 def _rescued_rows(num_rows: int, extras: dict[str, pa.ChunkedArray]) -> list[str | None]:
     """Per row, the rescued columns' non-null values as one JSON object (None when there are none)."""
-    values = {name: column.to_pylist() for name, column in extras.items()}
+    values = {name: _python_values(column, name) for name, column in extras.items()}
     return [
-        json.dumps(row, default=_rescued_value) if row else None
+        _json_text(row) if row else None
         for row in (
             {name: vals[i] for name, vals in values.items() if vals[i] is not None} for i in range(num_rows)
         )
@@ -727,7 +799,7 @@ def cast_column(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
         )
     try:
         return pc.cast(column, field.type, safe=True)
-    except _ARROW_ERRORS as err:
+    except ARROW_ERRORS as err:
         raise Unprocessable(f"field '{field.name}': {err}", field=field.name) from None
 
 

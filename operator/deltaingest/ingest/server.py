@@ -152,7 +152,9 @@ class IngestServer:
         if self._auth is None:
             return
         given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self._auth}".encode()):
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates; "surrogateescape" gets the bytes
+        # back, where a plain encode() raises (a 500 for any client that sends one).
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {self._auth}".encode()):
             raise _Unauthorized("missing or wrong bearer token")
 
     def _reserve(self, nbytes: int) -> int:
@@ -219,6 +221,7 @@ class IngestServer:
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SEQUENCE = re.compile(r"[0-9]{1,20}")  # more digits than any long has are refused without parsing them
 # Where the middleware leaves the request id for handlers (the dead-letter table records it).
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
@@ -273,11 +276,12 @@ def _identity(request: web.Request) -> tuple[str | None, int | None]:
         raise BadRequest(f"{PRODUCER_HEADER} and {SEQUENCE_HEADER} must be sent together")
     if (problem := producer_id_problem(producer)) is not None:
         raise BadRequest(f"{PRODUCER_HEADER}: {problem}")
-    try:
-        sequence = int(raw_sequence)
-    except ValueError:
-        raise BadRequest(f"{SEQUENCE_HEADER} must be an integer, got {raw_sequence!r}") from None
-    if not 0 <= sequence <= MAX_SEQUENCE:
+    # ASCII digits only: int() also takes "1_000", " 7", "+7" and other scripts' digits ("\u0661" is 1).
+    if not _SEQUENCE.fullmatch(raw_sequence):
+        shown = raw_sequence.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise BadRequest(f"{SEQUENCE_HEADER} must be a non-negative integer in ASCII digits, got {shown!r}")
+    sequence = int(raw_sequence)
+    if sequence > MAX_SEQUENCE:
         # Delta stores it as a long; refusing it here keeps one bad header from failing a whole group.
         raise BadRequest(f"{SEQUENCE_HEADER} must be between 0 and {MAX_SEQUENCE}")
     return producer, sequence
