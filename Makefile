@@ -8,7 +8,7 @@ ifeq ($(UV),$(UV_BOOT))
 UV_DEP := $(UV_BOOT)
 endif
 
-.PHONY: setup test lint format generate bench demo demo-s3 e2e-kind clean
+.PHONY: setup test fuzz lint format generate bench demo demo-s3 e2e-kind clean
 
 setup: .venv/.synced
 
@@ -28,8 +28,16 @@ $(HELM): scripts/fetch-helm.py
 	$(PYTHON) scripts/fetch-helm.py $@
 
 # DELTAINGEST_REQUIRE_TOOLS: a test that needs helm, kubectl or hadolint fails, not skips, when it is missing.
+# HYPOTHESIS_PROFILE=ci: the property tests derandomized, so a run passes or fails the same way every time.
 test: setup $(HELM)
-	DELTAINGEST_REQUIRE_TOOLS=1 HELM=$(HELM) KUBECTL=$(KUBECTL) $(RUN) pytest
+	HYPOTHESIS_PROFILE=ci DELTAINGEST_REQUIRE_TOOLS=1 HELM=$(HELM) KUBECTL=$(KUBECTL) $(RUN) pytest
+
+# The random search: the property tests with new seeds, FUZZ_EXAMPLES per property, for FUZZ_SECONDS
+# (tests/fuzz.py says how a failure's seed is replayed).
+FUZZ_SECONDS ?= 1800
+FUZZ_EXAMPLES ?= 20000
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(RUN) python -m tests.fuzz
 
 lint: setup
 	$(RUN) ruff check operator tests
@@ -65,4 +73,4 @@ e2e-kind:
 	HELM=$(HELM) bash scripts/e2e-kind.sh
 
 clean:
-	rm -rf .venv .tools .bench .demo .e2e-kind .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .tools .bench .demo .fuzz .e2e-kind .pytest_cache .mypy_cache .ruff_cache

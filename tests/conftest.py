@@ -11,6 +11,11 @@ import pytest
 
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS
 from tests.helpers import WriterProcess
+from tests.properties import PROFILE
+
+
+def pytest_report_header() -> str:
+    return f"hypothesis profile: {PROFILE} (tests/properties.py)"
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,22 @@
 """Hypothesis strategies for hostile request bodies: valid ones of every content type, then mutated.
 
-Shared by the decoder's property test and the server's, so both see the same kinds of damage: byte flips,
+Shared by the decoder's property tests and the server's, so both see the same kinds of damage: byte flips,
 truncation, deep nesting, huge numbers, long strings, many fields, invalid UTF-8, duplicate keys,
-NaN/Infinity, wrong types, bad gzip and bad Arrow streams.
+NaN/Infinity, wrong types, bad gzip, and Arrow streams with renamed fields, damaged schema messages or record
+batches, and columns of every layout and range. ``FOUND`` holds every failing example a run has found.
 """
 
 from __future__ import annotations
 
+import decimal
 import gzip
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
+from hypothesis import example
 from hypothesis import strategies as st
 
 from deltaingest.ingest.decode import Decoded, DecodeOptions, decode
@@ -80,14 +84,81 @@ def hostile_row(draw: st.DrawFn, i: int) -> bytes:
     return (row[:-1] + ', "unknown": 1}').encode()
 
 
-def _arrow(rows: int) -> bytes:
-    table = pa.table(
-        {"id": pa.array(range(rows), pa.int64()), "user": pa.array([f"u{i}" for i in range(rows)])}
-    )
+def _ipc(table: pa.Table, *, batches: int = 1) -> bytes:
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as stream:
-        stream.write_table(table)
+        stream.write_table(table, max_chunksize=max(1, -(-table.num_rows // batches)))
     return sink.getvalue()
+
+
+_FAR = 2**62  # microseconds or seconds: past the year 9999 either way
+_UTC = pa.timestamp("us", tz="UTC")
+# Columns an Arrow stream may carry, by name: the table's own (right, widened or wrong types, values out of
+# range, dictionary-encoded, other string layouts), and unknown ones of types JSON never produces.
+_ARROW_COLUMNS: list[tuple[str, Callable[[int], pa.Array]]] = [
+    ("ts", lambda n: pa.array([1_714_557_600_000_000] * n, _UTC)),
+    ("ts", lambda n: pa.array([_FAR] * n, _UTC)),
+    ("ts", lambda n: pa.array([0] * n, pa.timestamp("ns", tz="UTC"))),
+    ("ts", lambda n: pa.array([0] * n, pa.timestamp("ms"))),
+    ("ts", lambda n: pa.array(["2024-05-01"] * n)),
+    ("day", lambda n: pa.array([19_844] * n, pa.date32())),
+    ("day", lambda n: pa.array([2**31 - 1] * n, pa.date32())),
+    ("user", lambda n: pa.array([f"u{i}" for i in range(n)]).dictionary_encode()),
+    ("user", lambda n: pa.array([f"u{i}" for i in range(n)], pa.large_string())),
+    ("user", lambda n: pa.array([f"u{i}" for i in range(n)], pa.string_view())),
+    ("user", lambda n: pa.array(range(n), pa.int64())),
+    ("score", lambda n: pa.array([float("nan")] * n)),
+    ("score", lambda n: pa.array([1] * n, pa.float16())),
+    ("count", lambda n: pa.array([2**40] * n, pa.int64())),
+    ("count", lambda n: pa.array([7] * n, pa.int8())),
+    ("price", lambda n: pa.array([decimal.Decimal("1.25")] * n, pa.decimal128(10, 2))),
+    ("price", lambda n: pa.array([decimal.Decimal("1" * 30)] * n, pa.decimal128(38, 0))),
+    ("tags", lambda n: pa.array([["a", None]] * n, pa.large_list(pa.string()))),
+    ("tags", lambda n: pa.array(["a"] * n)),
+    ("geo", lambda n: pa.array([{"lat": 1.0, "lon": 2.0}] * n)),
+    (
+        "geo",
+        lambda n: pa.array([{"lat": 1.0, "at": _FAR}] * n, pa.struct([("lat", pa.float64()), ("at", _UTC)])),
+    ),
+    ("ok", lambda n: pa.array([None] * n, pa.null())),
+    ("id", lambda n: pa.array([str(i) for i in range(n)])),
+    ("id", lambda n: pa.array([None] * n, pa.int64())),
+    ("extra", lambda n: pa.array([[("k", _FAR)]] * n, pa.map_(pa.string(), pa.timestamp("s")))),
+    ("extra", lambda n: pa.array([_FAR] * n, pa.duration("s"))),
+    ("extra", lambda n: pa.RunEndEncodedArray.from_arrays(pa.array([n], pa.int32()), pa.array(["x"]))),
+    ("extra", lambda n: pa.UnionArray.from_sparse(pa.array([0] * n, pa.int8()), [pa.array(range(n))])),
+    ("extra", lambda n: pa.array([[1, 2]] * n, pa.list_(pa.int32(), 2))),
+    ("extra", lambda n: pa.array([pa.MonthDayNano([1, 2, 3])] * n, pa.month_day_nano_interval())),
+    ("extra", lambda n: pa.array([b"\xe9"] * n, pa.binary())),
+]
+
+
+@st.composite
+def arrow_stream(draw: st.DrawFn, rows: int) -> bytes:
+    """An Arrow IPC stream of ``rows`` events, then (maybe) damaged where a client's bytes become names or
+    values: a field renamed to other bytes (not UTF-8, say), a byte flipped in the schema message or in a
+    record batch, or the stream cut short."""
+    columns = {"id": pa.array(range(rows), pa.int64()), "user": pa.array([f"u{i}" for i in range(rows)])}
+    for name, make in draw(st.lists(st.sampled_from(_ARROW_COLUMNS), max_size=4)):
+        columns[name] = make(rows)
+    table = pa.table(columns)
+    if draw(st.integers(0, 9)) == 0:
+        table = table.replace_schema_metadata({b"origin": draw(st.sampled_from([b"pandas", b"\xe9t\xe9"]))})
+    data = _ipc(table, batches=draw(st.integers(1, 3)))
+    schema_end = 8 + int.from_bytes(data[4:8], "little")  # continuation marker, length, flatbuffer
+    kind = draw(st.sampled_from(["none", "rename", "schema-flip", "batch-flip", "truncate"]))
+    if kind == "rename":
+        name = draw(st.sampled_from(sorted(table.column_names))).encode()
+        at = data.find(name, 8, schema_end)
+        other = draw(st.sampled_from([b"\xe9", b"\xff", b"\xc3", b"(", b"_", b"I"]))
+        return data[:at] + other + name[1:] + data[at + len(name) :] if at >= 0 else data
+    if kind == "truncate":
+        return data[: draw(st.integers(0, len(data) - 1))]
+    if kind != "none":
+        low, high = (0, schema_end) if kind == "schema-flip" else (schema_end, len(data))
+        at = draw(st.integers(low, high - 1))
+        return data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+    return data
 
 
 @st.composite
@@ -114,7 +185,7 @@ def bodies(draw: st.DrawFn) -> Body:
     shape = draw(st.sampled_from(["ndjson", "json-array", "json-object", "arrow"]))
     count = draw(st.integers(1, 5))
     if shape == "arrow":
-        data, content_type = _arrow(count), ARROW
+        data, content_type = draw(arrow_stream(count)), ARROW
     else:
         lines = [draw(hostile_row(i)) for i in range(count)]
         if shape == "ndjson":
@@ -136,3 +207,28 @@ def bodies(draw: st.DrawFn) -> Body:
             st.sampled_from([JSON, NDJSON, ARROW, "text/plain", "", "application/json; charset=latin-1"])
         )
     return Body(data, content_type, None)
+
+
+def _renamed_stream(name: bytes, to: bytes) -> bytes:
+    data = _ipc(pa.table({"id": pa.array([1, 2], pa.int64()), "user": pa.array(["a", "b"])}))
+    return data.replace(name, to, 1)
+
+
+# Every body a property test has ever failed on, replayed first by every property (``found_examples``).
+FOUND = [
+    # issue 20: a field name whose first byte is 0xe9 (not UTF-8) raised UnicodeDecodeError from
+    # Table.validate() -> a 500 on a live writer.
+    Body(_renamed_stream(b"user", b"\xe9zer"), ARROW),
+    Body(_renamed_stream(b"us", b"\xe9z"), ARROW),  # the live repro: 'user' as b'\xe9zer'
+]
+
+
+def found_examples(**arguments: object) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A property with every ``FOUND`` body as an explicit example (as ``body``, with ``arguments``)."""
+
+    def with_examples(test: Callable[..., None]) -> Callable[..., None]:
+        for body in reversed(FOUND):
+            test = example(body=body, **arguments)(test)
+        return test
+
+    return with_examples

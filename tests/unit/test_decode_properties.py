@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import pyarrow as pa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from deltaingest.ingest.decode import DecodeOptions
 from deltaingest.ingest.errors import IngestError
 from tests.helpers import EVENT_ARROW_SCHEMA as SCHEMA
-from tests.mutations import Body, bodies
+from tests.mutations import Body, bodies, found_examples
+from tests.properties import budget
 
 CLIENT_ERRORS = {400, 413, 415, 422}
 MAX_BYTES = 4 * 1024 * 1024
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@budget(400)
 @given(body=bodies())
+@found_examples()
 def test_every_body_decodes_to_the_schema_or_gets_a_client_error(body: Body) -> None:
     try:
         table = body.decode(DecodeOptions(max_bytes=MAX_BYTES)).table
@@ -27,8 +29,9 @@ def test_every_body_decodes_to_the_schema_or_gets_a_client_error(body: Body) -> 
     table.validate(full=True)  # no invalid UTF-8 or broken offsets reach the table
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@budget(300)
 @given(body=bodies())
+@found_examples()
 def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_ones_or_a_client_error(
     body: Body,
 ) -> None:
@@ -50,8 +53,9 @@ def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_one
     assert decoded.dead == () and decoded.table.equals(strict.table)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@budget(300)
 @given(body=bodies())
+@found_examples()
 def test_evolving_every_body_decodes_to_the_schema_plus_nullable_columns_or_gets_a_client_error(
     body: Body,
 ) -> None:
