@@ -220,6 +220,9 @@ FOUND = [
     # Table.validate() -> a 500 on a live writer.
     Body(_renamed_stream(b"user", b"\xe9zer"), ARROW),
     Body(_renamed_stream(b"us", b"\xe9z"), ARROW),  # the live repro: 'user' as b'\xe9zer'
+    # make fuzz, seed 1904060024: a NaN score; Table.equals() holds NaN unequal to itself, so the
+    # dead-lettering property saw two equal readings as different.
+    Body(_ipc(pa.table({"id": [0], "ts": pa.array([0], _UTC), "score": [float("nan")]})), ARROW),
 ]
 
 

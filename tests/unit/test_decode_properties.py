@@ -50,7 +50,9 @@ def test_dead_lettering_every_body_splits_into_valid_rows_and_explained_dead_one
         strict = body.decode(DecodeOptions(max_bytes=MAX_BYTES))
     except IngestError:
         return
-    assert decoded.dead == () and decoded.table.equals(strict.table)
+    assert decoded.dead == ()
+    # Compared as text: Table.equals() holds NaN unequal to itself (make fuzz, seed 1904060024).
+    assert repr(decoded.table.to_pylist()) == repr(strict.table.to_pylist())
 
 
 @budget(300)
