@@ -27,8 +27,21 @@ KUBECTL := .tools/bin/kubectl
 $(HELM): scripts/fetch-helm.py
 	$(PYTHON) scripts/fetch-helm.py $@
 
-# DELTAINGEST_REQUIRE_TOOLS: a test that needs helm, kubectl or hadolint fails, not skips, when it is missing.
-test: setup $(HELM)
+# prometheus and promtool for the alert tests: Debian's prometheus package, unpacked into .tools (no root
+# needed, and no Prometheus service started, as installing the package does on a systemd host). Nothing to do
+# where both are on PATH already.
+PROMTOOL := .tools/bin/promtool
+
+$(PROMTOOL):
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "$@: no apt-get here: put prometheus and promtool on PATH" >&2; exit 1; }; \
+	set -e; rm -rf .tools/prometheus-deb; mkdir -p .tools/prometheus-deb .tools/bin; cd .tools/prometheus-deb; \
+	apt-get download prometheus; dpkg-deb -x prometheus_*.deb root; \
+	cp root/usr/bin/prometheus root/usr/bin/promtool ../bin/; cd ..; rm -rf prometheus-deb
+
+# DELTAINGEST_REQUIRE_TOOLS: a test that needs helm, kubectl, hadolint, prometheus or promtool fails, not skips,
+# when it is missing.
+test: setup $(HELM) $(PROMTOOL)
 	DELTAINGEST_REQUIRE_TOOLS=1 HELM=$(HELM) KUBECTL=$(KUBECTL) $(RUN) pytest
 
 lint: setup

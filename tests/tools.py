@@ -38,8 +38,8 @@ def kubectl() -> str:
 
 
 def prometheus() -> str:
-    return tool("prometheus")
+    return tool("prometheus", ROOT / ".tools" / "bin" / "prometheus")
 
 
 def promtool() -> str:
-    return tool("promtool")
+    return tool("promtool", ROOT / ".tools" / "bin" / "promtool")

@@ -96,7 +96,7 @@ class Metrics:
         )
         self.maintenance_last_success = Gauge(
             "maintenance_last_success_timestamp_seconds",
-            "When the daemon's last compaction or vacuum run that did not fail ended (its start before the first)",
+            "End of the daemon's last compaction or vacuum run that did not fail (at first: its start)",
             ["component"],
             registry=r,
         )

@@ -1,5 +1,5 @@
-"""A real Prometheus scrapes a live writer, a live ``deltaingest daemon`` and the operator (against kmock, with
-a DeltaTableIngest on SeaweedFS and moto), loads the chart's rendered alerts, and answers every dashboard
+"""A real Prometheus scrapes a live writer, a live ``deltaingest daemon`` and the operator (against kmock,
+with a DeltaTableIngest on SeaweedFS and moto), loads the chart's rendered alerts, and answers every dashboard
 panel's and every alert's PromQL through its HTTP API: each metric they read has series there."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
 
 class PrometheusServer:
-    """``prometheus`` on loopback with a config and a storage directory of the test's, scraping every second."""
+    """``prometheus`` on loopback, with the test's config and storage directory, scraping every second."""
 
     def __init__(self, directory: Path, scrape_configs: list[dict[str, Any]], rule_file: Path) -> None:
         self.port = free_port()
