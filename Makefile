@@ -28,15 +28,16 @@ $(HELM): scripts/fetch-helm.py
 	$(PYTHON) scripts/fetch-helm.py $@
 
 # prometheus and promtool for the alert tests: Debian's prometheus package, unpacked into .tools (no root
-# needed, and no Prometheus service started, as installing the package does on a systemd host). Nothing to do
-# where both are on PATH already.
+# needed, and no Prometheus service started, as installing the package does on a systemd host; as root, the
+# package lists are updated when the download finds none). Nothing to do where both are on PATH already.
 PROMTOOL := .tools/bin/promtool
 
 $(PROMTOOL):
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
 	command -v apt-get >/dev/null || { echo "$@: no apt-get here: put prometheus and promtool on PATH" >&2; exit 1; }; \
 	set -e; rm -rf .tools/prometheus-deb; mkdir -p .tools/prometheus-deb .tools/bin; cd .tools/prometheus-deb; \
-	apt-get download prometheus; dpkg-deb -x prometheus_*.deb root; \
+	apt-get download prometheus || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download prometheus; }; \
+	dpkg-deb -x prometheus_*.deb root; \
 	cp root/usr/bin/prometheus root/usr/bin/promtool ../bin/; cd ..; rm -rf prometheus-deb
 
 # DELTAINGEST_REQUIRE_TOOLS: a test that needs helm, kubectl, hadolint, prometheus or promtool fails, not skips,
