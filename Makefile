@@ -27,9 +27,23 @@ KUBECTL := .tools/bin/kubectl
 $(HELM): scripts/fetch-helm.py
 	$(PYTHON) scripts/fetch-helm.py $@
 
-# DELTAINGEST_REQUIRE_TOOLS: a test that needs helm, kubectl or hadolint fails, not skips, when it is missing.
+# prometheus and promtool for the alert tests: Debian's prometheus package, unpacked into .tools (no root
+# needed, and no Prometheus service started, as installing the package does on a systemd host; as root, the
+# package lists are updated when the download finds none). Nothing to do where both are on PATH already.
+PROMTOOL := .tools/bin/promtool
+
+$(PROMTOOL):
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "$@: no apt-get here: put prometheus and promtool on PATH" >&2; exit 1; }; \
+	set -e; rm -rf .tools/prometheus-deb; mkdir -p .tools/prometheus-deb .tools/bin; cd .tools/prometheus-deb; \
+	apt-get download prometheus || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download prometheus; }; \
+	dpkg-deb -x prometheus_*.deb root; \
+	cp root/usr/bin/prometheus root/usr/bin/promtool ../bin/; cd ..; rm -rf prometheus-deb
+
+# DELTAINGEST_REQUIRE_TOOLS: a test that needs helm, kubectl, hadolint, prometheus or promtool fails, not skips,
+# when it is missing.
 # HYPOTHESIS_PROFILE=ci: the property tests derandomized, so a run passes or fails the same way every time.
-test: setup $(HELM)
+test: setup $(HELM) $(PROMTOOL)
 	HYPOTHESIS_PROFILE=ci DELTAINGEST_REQUIRE_TOOLS=1 HELM=$(HELM) KUBECTL=$(KUBECTL) $(RUN) pytest
 
 # The random search: the property tests with new seeds, FUZZ_EXAMPLES per property, for FUZZ_SECONDS

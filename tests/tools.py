@@ -1,4 +1,5 @@
-"""Finding the external binaries some tests need (helm, kubectl, hadolint); `make test` installs them."""
+"""Finding the external binaries some tests need (helm, kubectl, hadolint, prometheus, promtool); `make test`
+installs them."""
 
 from __future__ import annotations
 
@@ -34,3 +35,11 @@ def helm() -> str:
 def kubectl() -> str:
     env = os.environ.get("KUBECTL")
     return tool("kubectl", *([ROOT / env] if env else []), ROOT / ".tools" / "bin" / "kubectl")
+
+
+def prometheus() -> str:
+    return tool("prometheus", ROOT / ".tools" / "bin" / "prometheus")
+
+
+def promtool() -> str:
+    return tool("promtool", ROOT / ".tools" / "bin" / "promtool")

@@ -50,7 +50,7 @@ def maintenance_loops(
 
     def compact_once() -> None:
         report = compactor.run()
-        _log(report)
+        _finished(metrics, "compaction", report)
         if report.status == "nothing-to-do":  # the files the run planned from are still the table's
             facts = report.totals["tableBefore"]
         else:
@@ -62,15 +62,30 @@ def maintenance_loops(
         metrics.table_bytes.set(facts["bytes"])
 
     def vacuum_once() -> None:
-        _log(vacuum(uri, options, retention, lock=lock, metrics=metrics))
+        _finished(metrics, "vacuum", vacuum(uri, options, retention, lock=lock, metrics=metrics))
 
     if compaction.enabled:
         loops.append(_every(compaction.interval_seconds, compact_once))
+        _started(metrics, "compaction", compaction.interval_seconds)
     if retention.enabled:
         if DeltaTable.is_deltatable(uri, storage_options=options):  # else the writer creates it; runs check
             check_vacuum_policy(uri, options, retention)
         loops.append(_every(retention.interval_seconds, vacuum_once))
+        _started(metrics, "vacuum", retention.interval_seconds)
     return loops
+
+
+def _started(metrics: Metrics, component: str, seconds: float) -> None:
+    """The interval and a first "last success", so that an alert can tell a loop that never succeeds."""
+    metrics.maintenance_interval.labels(component).set(seconds)
+    metrics.maintenance_last_success.labels(component).set_to_current_time()
+
+
+def _finished(metrics: Metrics, component: str, report: RunReport) -> None:
+    """A run that did not fail moves the last success; ``skipped`` counts (another holder has the lease)."""
+    _log(report)
+    if report.status != "failed":
+        metrics.maintenance_last_success.labels(component).set_to_current_time()
 
 
 def _every(seconds: float, run: Callable[[], None]) -> Loop:

@@ -94,6 +94,18 @@ class Metrics:
         self.vacuum_runs = Counter(
             "vacuum_runs", "Vacuum runs by result (vacuumed, skipped, failed)", ["result"], registry=r
         )
+        self.maintenance_last_success = Gauge(
+            "maintenance_last_success_timestamp_seconds",
+            "End of the daemon's last compaction or vacuum run that did not fail (at first: its start)",
+            ["component"],
+            registry=r,
+        )
+        self.maintenance_interval = Gauge(
+            "maintenance_interval_seconds",
+            "How often the daemon runs compaction or vacuum",
+            ["component"],
+            registry=r,
+        )
         self.table_files = Gauge("table_files", "Active files in the latest version", registry=r)
         self.table_small_files = Gauge(
             "table_small_files", "Active files smaller than compaction.smallFileSize", registry=r

@@ -24,6 +24,15 @@ from deltaingest.k8s.spec import (
 
 Status = Literal["True", "False", "Unknown"]
 COMPONENTS = ("compaction", "vacuum")
+# Every status has these conditions, Ready first (kubectl describe lists them in this order).
+CONDITION_TYPES = (
+    "Ready",
+    "WriterAvailable",
+    "CompactionScheduled",
+    "VacuumScheduled",
+    "TableReachable",
+    "LockTableReady",
+)
 
 
 @dataclass(frozen=True)
@@ -216,7 +225,7 @@ def status(observed: Observed) -> DeltaTableIngestStatus:
     )
     return DeltaTableIngestStatus(
         observed_generation=None if observed.apply_error else observed.generation,
-        conditions=[found["Ready"], *(found[k] for k in found if k != "Ready")],
+        conditions=[found[kind] for kind in CONDITION_TYPES],
         replicas=counts.ready,
         selector=selector_string(observed.name),
         writers=counts,

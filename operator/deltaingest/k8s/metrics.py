@@ -8,6 +8,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from deltaingest.k8s.conditions import CONDITION_TYPES
+
 REGISTRY = CollectorRegistry()
 _KEY = ("namespace", "name")
 
@@ -39,6 +41,12 @@ MAINTENANCE_FAILED = Gauge(
     [*_KEY, "component"],
     registry=REGISTRY,
 )
+CONDITION = Gauge(
+    "deltaingest_operator_condition",
+    "1 when the status condition of this type is True, 0 when it is False or Unknown",
+    [*_KEY, "type"],
+    registry=REGISTRY,
+)
 
 _PER_TABLE = (
     READY,
@@ -57,6 +65,8 @@ def record(namespace: str, name: str, status: Mapping[str, Any]) -> None:
     conditions = status.get("conditions") or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     READY.labels(*key).set(1 if ready else 0)
+    for item in conditions:  # an invalid spec reports Ready only: the others keep what was last known
+        CONDITION.labels(*key, item.get("type")).set(1 if item.get("status") == "True" else 0)
     writers = status.get("writers") or {}
     table = status.get("table") or {}
     for gauge, source, field in (
@@ -84,3 +94,6 @@ def forget(namespace: str, name: str) -> None:
     for component in ("compaction", "vacuum"):
         with contextlib.suppress(KeyError):
             MAINTENANCE_FAILED.remove(namespace, name, component)
+    for kind in CONDITION_TYPES:
+        with contextlib.suppress(KeyError):
+            CONDITION.remove(namespace, name, kind)
