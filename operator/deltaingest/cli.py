@@ -363,36 +363,56 @@ def run_operator_command(args: argparse.Namespace) -> int:
 
 
 def maintain(settings: Settings, args: argparse.Namespace) -> int:
-    """``compact`` and ``vacuum``: exit 0 when done, with nothing to do, or skipped (lease held); 1 failed."""
+    """``compact`` and ``vacuum`` of the table and, with ``invalidRows: deadLetter``, of its dead-letter
+    table, each under its own maintenance lease: exit 0 when done, with nothing to do, or skipped (lease
+    held); 1 when a run failed."""
     from deltalake import DeltaTable  # noqa: PLC0415
 
     from deltaingest.locking.factory import build_lock  # noqa: PLC0415
     from deltaingest.locking.lease import new_holder_id  # noqa: PLC0415
     from deltaingest.maintenance.compact import compact  # noqa: PLC0415
+    from deltaingest.maintenance.report import RunReport  # noqa: PLC0415
+    from deltaingest.maintenance.tables import kept_tables  # noqa: PLC0415
     from deltaingest.maintenance.vacuum import check_vacuum_policy, vacuum  # noqa: PLC0415
-    from deltaingest.table.hot import locate  # noqa: PLC0415
 
-    uri, options = locate(settings)
+    table, *dead_letters = kept_tables(settings)
     # Checked before the lock: a lock file must not be created next to a table that is not there.
-    if not DeltaTable.is_deltatable(uri, storage_options=options):
-        raise TableMissing(f"no Delta table at {uri}")
-    if args.command == "vacuum":
-        check_vacuum_policy(uri, options, settings.vacuum)
-    lock = build_lock(settings.locking, uri, scope="maintenance", holder=new_holder_id())
-    try:
-        if args.command == "compact":
-            report = compact(uri, options, settings.compaction, lock=lock, force=args.force)
+    if not DeltaTable.is_deltatable(table.uri, storage_options=table.options):
+        raise TableMissing(f"no Delta table at {table.uri}")
+    present, missing = [table], []
+    for kept in dead_letters:
+        if DeltaTable.is_deltatable(kept.uri, storage_options=kept.options):
+            present.append(kept)
         else:
-            report = vacuum(uri, options, settings.vacuum, lock=lock, dry_run=args.dry_run)
-    finally:
-        lock.close()
-    print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary(), flush=True)
+            reason = "no Delta table yet: the writer creates the dead-letter table at start"
+            missing.append(RunReport(args.command, kept.uri, reason=reason))
+    if args.command == "vacuum":  # every retention is checked before anything is deleted
+        for kept in present:
+            check_vacuum_policy(kept.uri, kept.options, kept.vacuum)
+    holder = new_holder_id()
+    reports: list[RunReport] = []
+    for kept in present:
+        lock = build_lock(settings.locking, kept.uri, scope="maintenance", holder=holder)
+        try:
+            if args.command == "compact":
+                report = compact(kept.uri, kept.options, kept.compaction, lock=lock, force=args.force)
+            else:
+                report = vacuum(kept.uri, kept.options, kept.vacuum, lock=lock, dry_run=args.dry_run)
+        finally:
+            lock.close()
+        reports.append(report)
+    reports.extend(missing)
+    document = reports[0].as_dict()
+    if len(reports) > 1:  # the dead-letter table's run, beside the table's
+        document["deadLetterTable"] = reports[1].as_dict()
+    summary = "\n".join(report.summary() for report in reports)
+    print(json.dumps(document, indent=2) if args.json else summary, flush=True)
     if args.termination_log:
         # Kubernetes shows this file as the container's termination message (at most 4 KiB); the operator
         # copies it into the resource's status as the last run's result.
-        line = "; ".join(part.strip() for part in report.summary().splitlines())
+        line = "; ".join(part.strip() for part in summary.splitlines())
         Path(args.termination_log).write_text(line[:4000])
-    return EXIT_FAILED if report.status == "failed" else 0
+    return EXIT_FAILED if any(report.status == "failed" for report in reports) else 0
 
 
 def _message(err: Exception) -> str:

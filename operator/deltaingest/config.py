@@ -76,6 +76,11 @@ class DeadLetterSpec(Model):
         description="The dead-letter Delta table (created when missing), reached with the table's storage "
         "options; not inside the table's own directory",
     )
+    retain_hours: float | None = Field(
+        default=None,
+        ge=0,
+        description="Vacuum retention of the dead-letter table, in hours; default: vacuum.retainHours",
+    )
 
 
 class WriterPolicy(Model):
@@ -267,6 +272,31 @@ class Settings(Model):
     locking: LockSpec = Field(default_factory=LockSpec)
     compaction: CompactionSpec = Field(default_factory=CompactionSpec)
     vacuum: VacuumSpec = Field(default_factory=VacuumSpec)
+
+    @model_validator(mode="after")
+    def _dead_letter_retention_fits(self) -> Self:
+        check_dead_letter_retention(self.vacuum, self.writer.dead_letter)
+        return self
+
+
+def check_dead_letter_retention(vacuum: VacuumPolicy, dead_letter: DeadLetterSpec) -> None:
+    """The dead-letter retention obeys the vacuum's own rule: a full vacuum needs at least an hour."""
+    retain_hours = dead_letter.retain_hours
+    if vacuum.full and retain_hours is not None and retain_hours < 1:
+        raise ValueError(
+            "vacuum.full needs writer.deadLetter.retainHours of at least 1: younger files may be "
+            "uncommitted writes"
+        )
+
+
+def dead_letter_policies(settings: Settings) -> tuple[CompactionSpec, VacuumSpec]:
+    """How the dead-letter table is kept: the table's compaction without z-ordering (its columns are not
+    the table's), and the table's vacuum with ``writer.deadLetter.retainHours`` when that is set."""
+    dead_letter, vacuum = settings.writer.dead_letter, settings.vacuum
+    check_dead_letter_retention(vacuum, dead_letter)
+    if dead_letter.retain_hours is not None:
+        vacuum = vacuum.model_copy(update={"retain_hours": dead_letter.retain_hours})
+    return settings.compaction.model_copy(update={"z_order_by": []}), vacuum
 
 
 def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:

@@ -9,9 +9,10 @@ import pytest
 from deltalake import DeltaTable
 from pydantic import ValidationError
 
-from deltaingest.config import Settings, load_settings
+from deltaingest.config import Settings, dead_letter_policies, load_settings
 from deltaingest.delta_types import SchemaError, parse_type, type_name
 from deltaingest.ingest.service import open_dead_letters
+from deltaingest.table.hot import locate_dead_letters
 from deltaingest.table.schema import arrow_schema, normalize
 from deltaingest.table.storage import parse_key_values, redact, secret_values, storage_options
 
@@ -135,7 +136,7 @@ def test_dead_letter_table_is_refused_inside_the_table(tmp_path: Path) -> None:
             {"table": {"uri": table}, "writer": {"invalidRows": "deadLetter", "deadLetter": {"uri": inside}}}
         )
         with pytest.raises(ValueError, match="must be a table of its own"):
-            open_dead_letters(settings, table)
+            locate_dead_letters(settings)
     assert not (tmp_path / "events").exists()  # nothing created
 
 
@@ -148,5 +149,7 @@ def test_an_existing_dead_letter_table_needs_the_dead_letter_columns(tmp_path: P
             "writer": {"invalidRows": "deadLetter", "deadLetter": {"uri": other}},
         }
     )
+    located = locate_dead_letters(settings)
+    assert located == (other, {})
     with pytest.raises(ValueError, match="without the dead-letter columns"):
-        open_dead_letters(settings, str(tmp_path / "t"))
+        open_dead_letters(*located)

@@ -23,8 +23,15 @@ from deltaingest.locking.lease import Lock, new_holder_id
 from deltaingest.maintenance.checkpoint import Checkpointer
 from deltaingest.metrics import Metrics
 from deltaingest.protocol import RESCUED_COLUMN
-from deltaingest.table.hot import HotTable, LatestView, ensure_column, locate, open_table, resolve_uri
-from deltaingest.table.storage import redact, storage_options
+from deltaingest.table.hot import (
+    HotTable,
+    LatestView,
+    ensure_column,
+    locate,
+    locate_dead_letters,
+    open_table,
+)
+from deltaingest.table.storage import redact
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +66,8 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
         if settings.writer.unknown_fields == "rescue":
             loaded = ensure_column(uri, options, loaded, RESCUED_COLUMN)
         table = HotTable(uri, options, loaded)
-        dead_letters = (
-            open_dead_letters(settings, uri) if settings.writer.invalid_rows == "deadLetter" else None
-        )
+        located = locate_dead_letters(settings)
+        dead_letters = open_dead_letters(*located) if located else None
     except BaseException:
         lock.close()
         raise
@@ -88,16 +94,9 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
     return Writer(table, lock, committer, checkpointer, metrics, dead_letter_checkpointer)
 
 
-def open_dead_letters(settings: Settings, uri: str) -> HotTable:
-    """The dead-letter table, created when missing; refused when it is the table or lies inside it (the
-    table's vacuum would delete its files) or when its columns are not the dead-letter table's."""
-    assert settings.writer.dead_letter.uri is not None  # the settings model requires it here
-    dead_uri = resolve_uri(settings.writer.dead_letter.uri)
-    if dead_uri == uri or dead_uri.startswith(uri + "/") or uri.startswith(dead_uri + "/"):
-        raise ValueError(
-            f"writer.deadLetter.uri {dead_uri} must be a table of its own, outside the table {uri}"
-        )
-    options = storage_options(dead_uri, overrides=settings.storage_options)
+def open_dead_letters(dead_uri: str, options: dict[str, str]) -> HotTable:
+    """The dead-letter table, created when missing; refused when its columns are not the dead-letter
+    table's."""
     loaded = open_table(dead_uri, dead_letter_spec(dead_uri), options)
     table = HotTable(dead_uri, options, loaded)
     missing = [f.name for f in DEAD_LETTER_SCHEMA if f not in table.schema]

@@ -18,6 +18,7 @@ from deltaingest.k8s.spec import (
     DeltaTableIngestSpec,
     DeltaTableIngestStatus,
     RunStatus,
+    TableFactsStatus,
     TableStatus,
     WriterStatus,
 )
@@ -60,6 +61,7 @@ class Observed:
     pods: Sequence[Mapping[str, Any]]
     table: Probe | None
     lock: Probe
+    dead_letters: Probe | None = None  # read with writer.invalidRows: deadLetter
     apply_error: str | None = None
     previous: Sequence[Mapping[str, Any]] = ()
 
@@ -194,6 +196,18 @@ def _ready(conditions: Mapping[str, Condition], observed: Observed) -> tuple[Sta
     return "False", first.reason, "; ".join(f"{k}: {c.message}" for k, c in problems)
 
 
+def _facts(probe: Probe | None, now: str) -> TableFactsStatus:
+    """A table's version and file counts from its probe; all unknown when it was not read."""
+    facts = probe.facts if probe is not None else {}
+    return TableFactsStatus(
+        version=facts.get("version"),
+        active_files=facts.get("files"),
+        small_files=facts.get("smallFiles"),
+        bytes=facts.get("bytes"),
+        checked_at=now if facts else None,
+    )
+
+
 def status(observed: Observed) -> DeltaTableIngestStatus:
     """The full status to write, computed from one reconcile's observations."""
     counts = writer_counts(observed)
@@ -212,16 +226,16 @@ def status(observed: Observed) -> DeltaTableIngestStatus:
     ):
         found[kind] = _condition(observed, kind, state, reason, message)
     found["Ready"] = _condition(observed, "Ready", *_ready(found, observed))
-    facts = observed.table.facts if observed.table is not None else {}
     declared = {c.name.lower() for c in observed.spec.table.columns}  # Delta names are case-insensitive
     columns = observed.table.columns if observed.table is not None else ()
     table = TableStatus(
-        version=facts.get("version"),
-        active_files=facts.get("files"),
-        small_files=facts.get("smallFiles"),
-        bytes=facts.get("bytes"),
+        **_facts(observed.table, observed.now).model_dump(),
         added_columns=[ColumnStatus(name=n, type=t) for n, t in columns if n.lower() not in declared],
-        checked_at=observed.now if facts else None,
+    )
+    dead_letters = (
+        _facts(observed.dead_letters, observed.now)
+        if observed.spec.writer.invalid_rows == "deadLetter"
+        else None
     )
     return DeltaTableIngestStatus(
         observed_generation=None if observed.apply_error else observed.generation,
@@ -230,6 +244,7 @@ def status(observed: Observed) -> DeltaTableIngestStatus:
         selector=selector_string(observed.name),
         writers=counts,
         table=table,
+        dead_letter_table=dead_letters,
         last_compaction=runs["compaction"],
         last_vacuum=runs["vacuum"],
     )

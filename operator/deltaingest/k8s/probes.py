@@ -1,4 +1,5 @@
-"""Blocking checks the operator runs in a thread: the table's facts, and a lock table that is there."""
+"""Blocking checks the operator runs in a thread: the facts of the table and its dead-letter table, and a
+lock table that is there."""
 
 from __future__ import annotations
 
@@ -23,7 +24,20 @@ PROBE_RETRIES = {"max_retries": "2", "retry_timeout": "10s"}
 
 def probe_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe:
     """The table's version and file counts, read from its log with the workloads' credentials."""
-    uri = spec.table.uri
+    creates = spec.table.create_if_missing and bool(spec.table.columns)
+    return _probe(spec.table.uri, spec, environ, created_by_writer=creates)
+
+
+def probe_dead_letters(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe:
+    """The dead-letter table's version and file counts (``writer.invalidRows: deadLetter``)."""
+    uri = spec.writer.dead_letter.uri
+    assert uri is not None  # the spec model requires it with invalidRows: deadLetter
+    return _probe(uri, spec, environ, created_by_writer=True)
+
+
+def _probe(
+    uri: str, spec: DeltaTableIngestSpec, environ: Mapping[str, str], *, created_by_writer: bool
+) -> Probe:
     # Retries well inside the probe's own timeout, so the cause reaches the status rather than "no answer":
     # without credentials, delta-rs retries the EC2 metadata endpoint (silent outside AWS) for 3 minutes.
     # spec.storage.options can still set them; the workloads keep delta-rs' own patience.
@@ -33,7 +47,7 @@ def probe_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe
     try:
         table = DeltaTable(uri, storage_options=options)
     except TableNotFoundError as err:
-        if spec.table.create_if_missing and spec.table.columns:
+        if created_by_writer:
             return Probe(
                 False, "TableNotFound", f"no Delta table at {uri} yet; the writer creates it at start"
             )

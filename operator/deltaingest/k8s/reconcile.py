@@ -17,7 +17,7 @@ from deltaingest.k8s.apply import ChildKey, MissingSecret, child_key, ensure, re
 from deltaingest.k8s.client import KubeClient, KubeError
 from deltaingest.k8s.conditions import Observed, Probe
 from deltaingest.k8s.messages import one_line
-from deltaingest.k8s.probes import probe_lock_table, probe_table
+from deltaingest.k8s.probes import probe_dead_letters, probe_lock_table, probe_table
 from deltaingest.k8s.render import Owner, render, storage_environment
 from deltaingest.k8s.spec import API_VERSION, KIND, Condition, DeltaTableIngestSpec, parse_spec
 
@@ -159,6 +159,7 @@ async def reconcile(
     except KubeError as err:  # reported through Ready (reason ApplyFailed) and its transition event
         apply_error = one_line(f"applying the children failed: {err}")
     children = await read_children(api, namespace, name, seen)
+    dead_letters: Probe | None = None
     try:
         environ = await resolve_env(api, namespace, storage_environment(spec))
     except MissingSecret as err:
@@ -168,6 +169,8 @@ async def reconcile(
     else:
         table = await _in_thread(probe_table, spec, environ, probe_timeout)
         lock = await _in_thread(probe_lock_table, spec, environ, probe_timeout)
+        if spec.writer.invalid_rows == "deadLetter":
+            dead_letters = await _in_thread(probe_dead_letters, spec, environ, probe_timeout)
     status = conditions.status(
         Observed(
             name=name,
@@ -180,6 +183,7 @@ async def reconcile(
             pods=children.pods,
             table=table,
             lock=lock,
+            dead_letters=dead_letters,
             apply_error=apply_error,
             previous=previous,
         )

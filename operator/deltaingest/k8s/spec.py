@@ -24,6 +24,7 @@ from deltaingest.config import (
     TableSpec,
     VacuumPolicy,
     WriterPolicy,
+    check_dead_letter_retention,
 )
 
 GROUP = "deltaingest.io"
@@ -124,7 +125,7 @@ class Locking(LockPolicy):
 
 
 class DeadLetter(DeadLetterSpec):
-    """The dead-letter table: an object-store URI, like the table's."""
+    """The dead-letter table (an object-store URI), kept by the table's compaction and vacuum CronJobs."""
 
     uri: str | None = Field(
         default=None,
@@ -202,6 +203,12 @@ class DeltaTableIngestSpec(Model):
             "self.table.partitionBy.all(p, self.table.schema.exists(c, c.name == p))",
             "table.partitionBy names a column that is not in table.schema",
         ),
+        (
+            "!has(self.vacuum) || !has(self.vacuum.full) || !self.vacuum.full || !has(self.writer) || "
+            "!has(self.writer.deadLetter) || !has(self.writer.deadLetter.retainHours) || "
+            "self.writer.deadLetter.retainHours >= 1.0",
+            "full vacuum needs writer.deadLetter.retainHours of at least 1",
+        ),
     )
 
     table: Table
@@ -220,6 +227,7 @@ class DeltaTableIngestSpec(Model):
     def _replicas_need_a_lock(self) -> DeltaTableIngestSpec:
         if self.writer.replicas > 1 and self.locking.kind != "dynamodb":
             raise ValueError("more than one writer replica needs locking.kind: dynamodb")
+        check_dead_letter_retention(self.vacuum, self.writer.dead_letter)
         return self
 
 
@@ -245,18 +253,23 @@ class ColumnStatus(Model):
     type: str
 
 
-class TableStatus(Model):
+class TableFactsStatus(Model):
+    """A table's version and file counts, as the operator last read them from its log."""
+
     version: int | None = None
     active_files: int | None = None
     small_files: int | None = None
     bytes: int | None = None
+    checked_at: str | None = None
+
+
+class TableStatus(TableFactsStatus):
     added_columns: list[ColumnStatus] = Field(
         default_factory=list,
         max_length=1000,
         description="Columns the table has beyond spec.table.schema (writer.schemaEvolution: addColumns, "
         "or added by hand): informational, not an error",
     )
-    checked_at: str | None = None
 
 
 class RunStatus(Model):
@@ -281,6 +294,9 @@ class DeltaTableIngestStatus(Model):
     selector: str | None = Field(default=None, description="Writer pod selector (the scale subresource)")
     writers: WriterStatus = Field(default_factory=WriterStatus)
     table: TableStatus = Field(default_factory=TableStatus)
+    dead_letter_table: TableFactsStatus | None = Field(
+        default=None, description="The dead-letter table's facts (writer.invalidRows: deadLetter)"
+    )
     last_compaction: RunStatus | None = None
     last_vacuum: RunStatus | None = None
 

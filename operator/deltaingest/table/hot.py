@@ -43,6 +43,22 @@ def locate(settings: Settings) -> tuple[str, dict[str, str]]:
     return uri, storage_options(uri, overrides=settings.storage_options)
 
 
+def locate_dead_letters(settings: Settings) -> tuple[str, dict[str, str]] | None:
+    """The dead-letter table's resolved URI and storage options (the table's) with ``invalidRows:
+    deadLetter``, else None. Refused when it is the table or lies inside it (the table's vacuum would delete
+    its files)."""
+    if settings.writer.invalid_rows != "deadLetter":
+        return None
+    uri, _ = locate(settings)
+    assert settings.writer.dead_letter.uri is not None  # the settings model requires it here
+    dead_uri = resolve_uri(settings.writer.dead_letter.uri)
+    if dead_uri == uri or dead_uri.startswith(uri + "/") or uri.startswith(dead_uri + "/"):
+        raise ValueError(
+            f"writer.deadLetter.uri {dead_uri} must be a table of its own, outside the table {uri}"
+        )
+    return dead_uri, storage_options(dead_uri, overrides=settings.storage_options)
+
+
 def open_table(uri: str, spec: TableSpec, options: dict[str, str]) -> DeltaTable:
     """Load the table, creating it from ``spec`` when absent (and allowed)."""
     try:
