@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from deltalake import DeltaTable
 
 from deltaingest.bench.s3trace import Fault, s3_trace
 from deltaingest.client import Producer
+from deltaingest.config import LockSpec
 from deltaingest.devservers import SeaweedFS
-from tests.helpers import WriterProcess, event, get, post, settings_file, start_writers
+from deltaingest.locking.factory import build_lock
+from tests.helpers import WriterProcess, event, get, post, run_cli, settings_file, start_writers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +158,121 @@ def test_a_dead_letter_commit_that_landed_although_the_writer_saw_it_fail_is_not
     assert _ids(s3_uri, cloud_env) == [1]
     assert _dead(s3_uri, cloud_env)["row_number"].to_list() == [1, 3]
     assert "commit attempt 1 failed" in a.log()
+
+
+def _keys(seaweed: SeaweedFS, uri: str) -> set[str]:
+    """The data files of a table in the bucket (outside its log and our lock folder)."""
+    prefix = uri.removeprefix(f"s3://{seaweed.bucket}/") + "/"
+    pages = (
+        seaweed.s3_client().get_paginator("list_objects_v2").paginate(Bucket=seaweed.bucket, Prefix=prefix)
+    )
+    keys = {o["Key"].removeprefix(prefix) for page in pages for o in page.get("Contents", [])}
+    return {k for k in keys if not k.startswith(("_delta_log/", "_deltaingest/"))}
+
+
+def _active(uri: str, env: dict[str, str]) -> set[str]:
+    return set(DeltaTable(uri, storage_options=env).file_uris())
+
+
+def _maintain(command: str, config: Path, env: dict[str, str]) -> dict[str, Any]:
+    result = run_cli(command, "--config", str(config), "--json", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def test_compaction_and_vacuum_keep_the_dead_letter_table_under_its_own_lease_and_retention(
+    seaweed: SeaweedFS,
+    s3_uri: str,
+    cloud_env: dict[str, str],
+    lock_table: str,
+    tmp_path: Path,
+    writers: list[WriterProcess],
+) -> None:
+    window = 15.0  # the dead-letter table's retention (seconds), short enough to wait out once
+    config = settings_file(
+        tmp_path,
+        table={"uri": s3_uri},
+        writer={
+            "invalidRows": "deadLetter",
+            "deadLetter": {"uri": f"{s3_uri}-dead", "retainHours": window / 3600},
+        },
+        locking={"kind": "dynamodb", "tableName": lock_table},
+        compaction={"minSmallFiles": 3, "minAgeSeconds": 0},
+        vacuum={"force": True, "keepVersions": 1},
+    )
+    (writer,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers)
+    for sequence in range(1, 5):  # four commits to each table: four small files in each
+        body = _body(event(sequence), {"id": None, "ts": "2024-05-01T10:00:00+00:00", "n": sequence})
+        ack = post(writer.ingest_url, body, headers=_headers("p", sequence))
+        assert (ack.status, ack.body["rows"], ack.body["deadLettered"]) == (200, 1, 1), ack.body
+    dead_uri = f"{s3_uri}-dead"
+    dead_rows = _dead(s3_uri, cloud_env)
+    table_files, dead_files = _active(s3_uri, cloud_env), _active(dead_uri, cloud_env)
+    assert len(table_files) == len(dead_files) == 4
+
+    # The dead-letter table's maintenance lease is its own: held elsewhere, its run is skipped, the
+    # table's goes ahead.
+    lock = build_lock(
+        LockSpec(kind="dynamodb", table_name=lock_table), dead_uri, scope="maintenance", holder="other"
+    )
+    lease = lock.acquire()
+    try:
+        report = _maintain("compact", config, cloud_env)
+    finally:
+        lock.release(lease)
+        lock.close()
+    assert report["status"] == "done" and report["filesRemoved"] == 4, report
+    assert report["deadLetterTable"]["status"] == "skipped" and "other" in report["deadLetterTable"]["reason"]
+    assert _active(dead_uri, cloud_env) == dead_files
+
+    report = _maintain("compact", config, cloud_env)
+    assert report["status"] == "nothing-to-do", report
+    dead_report = report["deadLetterTable"]
+    assert dead_report["status"] == "done" and dead_report["table"] == dead_uri, dead_report
+    assert (dead_report["filesRemoved"], dead_report["filesAdded"]) == (4, 1)
+    assert _dead(s3_uri, cloud_env).equals(dead_rows)  # every dead letter kept, by content
+    history = DeltaTable(dead_uri, storage_options=cloud_env).history(1)[0]
+    assert history["operation"] == "OPTIMIZE"
+
+    # Vacuum: the table keeps its week (its compacted files are seconds old), the dead-letter table
+    # deletes its four replaced files once its own retention has passed.
+    time.sleep(window + 0.5)
+    report = _maintain("vacuum", config, cloud_env)
+    assert report["status"] == "done" and report["filesDeleted"] == 0, report
+    dead_report = report["deadLetterTable"]
+    assert dead_report["status"] == "done" and dead_report["filesDeleted"] == 4, dead_report
+    assert {f"{dead_uri}/{k}" for k in _keys(seaweed, dead_uri)} == _active(dead_uri, cloud_env)
+    assert len(_keys(seaweed, s3_uri)) == len(table_files) + 1  # the table's old files are still there
+    assert _dead(s3_uri, cloud_env).equals(dead_rows)
+
+    # The writer goes on with both tables after the maintainers' commits.
+    ack = post(writer.ingest_url, _body(event(9), BAD_ID), headers=_headers("p", 5))
+    assert (ack.status, ack.body["rows"], ack.body["deadLettered"]) == (200, 1, 1), ack.body
+    assert _ids(s3_uri, cloud_env) == [1, 2, 3, 4, 9] and len(_dead(s3_uri, cloud_env)) == 5
+
+
+def test_the_daemon_compacts_the_dead_letter_table(
+    s3_uri: str, cloud_env: dict[str, str], lock_table: str, tmp_path: Path, writers: list[WriterProcess]
+) -> None:
+    config = settings_file(
+        tmp_path,
+        writer={"invalidRows": "deadLetter", "deadLetter": {"uri": f"{s3_uri}-dead"}},
+        locking={"kind": "dynamodb", "tableName": lock_table},
+        compaction={"minSmallFiles": 3, "minAgeSeconds": 0, "intervalSeconds": 0.5},
+        vacuum={"enabled": False},
+    )
+    (daemon,) = start_writers(1, s3_uri, config, cloud_env, tmp_path, writers, command="daemon")
+    for sequence in range(1, 4):
+        ack = post(daemon.ingest_url, _body(event(sequence), BAD_ID), headers=_headers("p", sequence))
+        assert ack.status == 200 and ack.body["deadLettered"] == 1, ack.body
+    dead_uri = f"{s3_uri}-dead"
+
+    def compacted() -> bool:
+        table = DeltaTable(dead_uri, storage_options=cloud_env)
+        return table.history(1)[0]["operation"] == "OPTIMIZE" and len(table.file_uris()) == 1
+
+    wait_for(compacted, "the daemon's compaction of the dead-letter table")
+    assert len(_dead(s3_uri, cloud_env)) == 3
+    wait_for(lambda: len(_active(s3_uri, cloud_env)) == 1, "the daemon's compaction of the table")
+    assert _ids(s3_uri, cloud_env) == [1, 2, 3]

@@ -121,8 +121,11 @@ async def spec_patch(cluster: Cluster, name: str, spec: dict[str, Any]) -> None:
     await cluster.api.request("PATCH", dti_path(cluster, name), body=body, content_type=MERGE)
 
 
-async def create(cluster: Cluster, *, lock_table: str, replicas: int = 2) -> Table:
-    """A seeded table (two commits, four files), an S3 Secret, and a resource for them."""
+async def create(
+    cluster: Cluster, *, lock_table: str, replicas: int = 2, writer: dict[str, Any] | None = None
+) -> Table:
+    """A seeded table (two commits, four files), an S3 Secret, and a resource for them (``writer``: more
+    writer settings)."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     uri = f"s3://{cluster.seaweed.bucket}/op-{name}"
     options = storage_options(uri, environ=cluster.seaweed.env())
@@ -154,7 +157,7 @@ async def create(cluster: Cluster, *, lock_table: str, replicas: int = 2) -> Tab
                     "credentials": {"secretName": f"{name}-s3"},
                 },
                 "locking": {"kind": "dynamodb", "tableName": lock_table, "endpoint": cluster.moto.endpoint},
-                "writer": {"replicas": replicas},
+                "writer": {"replicas": replicas, **(writer or {})},
             },
         }
     )

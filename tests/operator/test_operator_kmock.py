@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import kmock
-import pytest
+import uuid
 
+import kmock
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from deltaingest.table.storage import storage_options
 from tests.operator import scenarios
 from tests.operator.lifecycle import (
     test_child_deleted_or_edited_by_hand_is_restored,
@@ -39,3 +44,24 @@ async def test_delete_touches_no_table_data(
     await scenarios.delete_keeps_data(cluster, table)
     deletes = list(k8s["delete"])[deletes_before:]
     assert [request.url.path for request in deletes] == [dti_path(cluster, table.name)]
+
+
+async def test_the_dead_letter_tables_facts_reach_the_status(cluster: Cluster, lock_table: str) -> None:
+    """Reported beside the table's: empty until the writer creates the dead-letter table, then its log's."""
+    dead = f"s3://{cluster.seaweed.bucket}/op-dead-{uuid.uuid4().hex[:8]}"
+    writer = {"invalidRows": "deadLetter", "deadLetter": {"uri": dead}}
+    table = await scenarios.create(cluster, lock_table=lock_table, writer=writer)
+    current = await scenarios.until_resource(cluster, table.name, scenarios.has_condition("TableReachable"))
+    assert current["status"]["deadLetterTable"] == {} and current["status"]["table"]["version"] == 1
+    rows = pa.table({"id": pa.array([1], pa.int64())})
+    options = storage_options(dead, environ=cluster.seaweed.env())
+    for _ in range(3):
+        write_deltalake(dead, rows, storage_options=options, mode="append")
+    current = await scenarios.until_resource(
+        cluster, table.name, lambda r: r.get("status", {}).get("deadLetterTable", {}).get("version") == 2
+    )
+    facts = current["status"]["deadLetterTable"]
+    assert (
+        facts["activeFiles"] == 3 and facts["smallFiles"] == 3 and facts["bytes"] > 0 and facts["checkedAt"]
+    )
+    assert current["status"]["table"]["activeFiles"] == 4  # the table's own facts, unchanged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,33 @@ def test_a_status_with_added_columns_fits_the_status_schema() -> None:
     }
     assert doc["status"]["table"]["addedColumns"] == [{"name": "geo", "type": "struct<a:long>"}]
     assert validate(custom_resource_definition(), doc) == []
+
+
+def test_a_status_with_the_dead_letter_tables_facts_fits_the_status_schema() -> None:
+    spec = parse_spec(
+        {
+            "table": {"uri": "s3://lake/events", "schema": [{"name": "id", "type": "long"}]},
+            "writer": {"invalidRows": "deadLetter", "deadLetter": {"uri": "s3://lake/events-dead"}},
+        }
+    )
+    table = Probe(True, "TableRead", "v", {"version": 3, "files": 4, "smallFiles": 4, "bytes": 900})
+    dead = Probe(True, "TableRead", "v", {"version": 7, "files": 1, "smallFiles": 1, "bytes": 300})
+    observed = Observed(
+        name="events", generation=1, spec=spec, now="2026-12-03T10:00:00Z", deployment=None,
+        cron_jobs={"compaction": None, "vacuum": None}, jobs=[], pods=[], table=table, lock=table,
+        dead_letters=dead,
+    )  # fmt: skip
+    reported = status(observed).model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert reported["table"]["version"] == 3
+    assert reported["deadLetterTable"] == {
+        "version": 7, "activeFiles": 1, "smallFiles": 1, "bytes": 300, "checkedAt": "2026-12-03T10:00:00Z"
+    }  # fmt: skip
+    assert validate(custom_resource_definition(), copy.deepcopy(MINIMAL) | {"status": reported}) == []
+    # Not read (e.g. the writer has not created it yet): reported, with nothing known.
+    unread = status(replace(observed, dead_letters=None)).model_dump(
+        by_alias=True, mode="json", exclude_none=True
+    )
+    assert unread["deadLetterTable"] == {}
+    # Without dead letters there is no dead-letter table to report.
+    plain = replace(observed, spec=parse_spec({"table": spec.table.model_dump(by_alias=True)}))
+    assert "deadLetterTable" not in status(plain).model_dump(by_alias=True, mode="json", exclude_none=True)
