@@ -142,8 +142,8 @@ MINIMAL: dict[str, Any] = {
 }
 
 
-def with_changes(path: str, value: Any) -> dict[str, Any]:
-    doc = copy.deepcopy(MINIMAL)
+def with_changes(path: str, value: Any, base: dict[str, Any] = MINIMAL) -> dict[str, Any]:
+    doc = copy.deepcopy(base)
     *parents, last = path.split(".")
     node = doc
     for key in parents:
@@ -171,6 +171,18 @@ BAD = {
         "spec.writer", {"invalidRows": "deadLetter", "deadLetter": {"uri": "/data/dead"}}
     ),
     "bad invalidRows": with_changes("spec.writer.invalidRows", "skip"),
+    "full vacuum, dead letters kept under an hour": with_changes(
+        "spec.vacuum.full",
+        True,
+        with_changes(
+            "spec.writer",
+            {"invalidRows": "deadLetter", "deadLetter": {"uri": "s3://lake/dead", "retainHours": 0.5}},
+        ),
+    ),
+    "negative dead-letter retention": with_changes(
+        "spec.writer",
+        {"invalidRows": "deadLetter", "deadLetter": {"uri": "s3://lake/dead", "retainHours": -1}},
+    ),
 }
 
 

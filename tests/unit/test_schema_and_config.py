@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from deltaingest.config import Settings, dead_letter_policies, load_settings
 from deltaingest.delta_types import SchemaError, parse_type, type_name
 from deltaingest.ingest.service import open_dead_letters
+from deltaingest.maintenance.tables import kept_tables
 from deltaingest.table.hot import locate_dead_letters
 from deltaingest.table.schema import arrow_schema, normalize
 from deltaingest.table.storage import parse_key_values, redact, secret_values, storage_options
@@ -153,3 +155,46 @@ def test_an_existing_dead_letter_table_needs_the_dead_letter_columns(tmp_path: P
     assert located == (other, {})
     with pytest.raises(ValueError, match="without the dead-letter columns"):
         open_dead_letters(*located)
+
+
+def _dead_letter_settings(tmp_path: Path, **sections: Any) -> Settings:
+    dead_letter = {"uri": str(tmp_path / "dead"), **sections.pop("dead_letter", {})}
+    return Settings.model_validate(
+        {
+            "table": {"uri": str(tmp_path / "t")},
+            "writer": {"invalidRows": "deadLetter", "deadLetter": dead_letter},
+            **sections,
+        }
+    )
+
+
+def test_the_dead_letter_table_is_kept_with_the_tables_policies_and_its_own_retention(tmp_path: Path) -> None:
+    settings = _dead_letter_settings(
+        tmp_path,
+        dead_letter={"retainHours": 24},
+        compaction={"zOrderBy": ["id"], "minSmallFiles": 4},
+        vacuum={"retainHours": 200, "keepVersions": 3},
+    )
+    compaction, vacuum = dead_letter_policies(settings)
+    assert compaction.z_order_by == [] and compaction.min_small_files == 4  # its columns are not the table's
+    assert (vacuum.retain_hours, vacuum.keep_versions) == (24, 3)
+    table, dead = kept_tables(settings)
+    assert (table.uri, table.dead_letters, table.vacuum.retain_hours) == (str(tmp_path / "t"), False, 200)
+    assert (dead.uri, dead.dead_letters, dead.vacuum.retain_hours) == (str(tmp_path / "dead"), True, 24)
+    # Without retainHours the table's retention; without dead letters only the table.
+    assert (
+        dead_letter_policies(_dead_letter_settings(tmp_path, vacuum={"retainHours": 200}))[1].retain_hours
+        == 200
+    )
+    assert [k.uri for k in kept_tables(Settings.model_validate({"table": {"uri": str(tmp_path / "t")}}))] == [
+        str(tmp_path / "t")
+    ]
+
+
+def test_a_full_vacuum_needs_an_hour_of_dead_letter_retention_too(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"writer\.deadLetter\.retainHours of at least 1"):
+        _dead_letter_settings(tmp_path, dead_letter={"retainHours": 0.5}, vacuum={"full": True})
+    assert (
+        _dead_letter_settings(tmp_path, dead_letter={"retainHours": 0.5}).writer.dead_letter.retain_hours
+        == 0.5
+    )
