@@ -9,6 +9,7 @@ from deltaingest.config import Settings
 from deltaingest.k8s import metrics as operator_metrics
 from deltaingest.locking.factory import build_lock
 from deltaingest.maintenance.report import RunReport
+from deltaingest.maintenance.tables import kept_tables
 from deltaingest.metrics import Metrics
 
 
@@ -45,9 +46,10 @@ def test_the_daemon_exports_each_loops_interval_and_a_first_last_success(tmp_pat
         {"compaction": {"intervalSeconds": 30}, "vacuum": {"enabled": False}, "table": {"uri": uri}}
     )
     metrics = Metrics()
+    (table,) = kept_tables(settings)
     lock = build_lock(settings.locking, uri, scope="maintenance", holder="test")
     try:
-        loops = daemon.maintenance_loops(settings, uri, {}, lock, metrics)
+        loops = daemon.maintenance_loops(settings, [(table, lock)], metrics)
     finally:
         lock.close()
     assert len(loops) == 1
@@ -55,6 +57,31 @@ def test_the_daemon_exports_each_loops_interval_and_a_first_last_success(tmp_pat
     assert value("maintenance_interval_seconds", {"component": "compaction"}) == 30
     assert (value("maintenance_last_success_timestamp_seconds", {"component": "compaction"}) or 0) > 0
     assert value("maintenance_interval_seconds", {"component": "vacuum"}) is None
+
+
+def test_the_dead_letter_tables_runs_leave_the_tables_gauges_alone(tmp_path: Path) -> None:
+    """The gauges the alerts read are the table's: a dead-letter run never moves its last success."""
+    settings = Settings.model_validate(
+        {
+            "table": {"uri": str(tmp_path / "table")},
+            "writer": {"invalidRows": "deadLetter", "deadLetter": {"uri": str(tmp_path / "dead")}},
+            "compaction": {"intervalSeconds": 30},
+            "vacuum": {"intervalSeconds": 60},
+        }
+    )
+    metrics = Metrics()
+    _, dead = kept_tables(settings)
+    lock = build_lock(settings.locking, dead.uri, scope="maintenance", holder="test")
+    try:
+        loops = daemon.maintenance_loops(settings, [(dead, lock)], metrics)
+    finally:
+        lock.close()
+    assert len(loops) == 2  # its compaction and its vacuum
+    value = metrics.registry.get_sample_value
+    for component in ("compaction", "vacuum"):
+        assert value("maintenance_interval_seconds", {"component": component}) is None
+    daemon._finished(None, "vacuum", RunReport("vacuum", dead.uri, status="done"))
+    assert value("maintenance_last_success_timestamp_seconds", {"component": "vacuum"}) is None
 
 
 def test_only_a_failed_run_leaves_the_last_success_where_it_was() -> None:
