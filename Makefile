@@ -69,10 +69,14 @@ generate: setup
 	cp crds/deltaingest.io_deltatableingests.yaml charts/deltaingest/crds/
 	$(RUN) deltaingest openapi --config examples/events.yaml > docs/openapi.json
 
+# The growth benchmark's quick run; the issue's is GROWTH_COMMITS=20000 (about an hour with the naive loop).
+GROWTH_COMMITS ?= 2000
 bench: setup
 	@mkdir -p .bench
 	$(RUN) deltaingest bench writer --output .bench/writer.json
 	$(RUN) deltaingest bench maintenance --output .bench/maintenance.json
+	$(RUN) deltaingest bench growth --commits $(GROWTH_COMMITS) --naive-commits $(GROWTH_COMMITS) \
+		--output .bench/growth.json
 
 demo: setup
 	$(RUN) deltaingest demo --table .demo/events

@@ -181,6 +181,20 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench_writer.add_argument("--http-rows", type=int, default=10_000, help="rows per NDJSON request")
     bench_writer.add_argument("--arrow-rows", type=int, default=50_000, help="rows per Arrow IPC request")
     bench_writer.add_argument("--output", type=Path, help="also write the JSON report here")
+    growth = bench_kinds.add_parser(
+        "growth", help="per-commit latency, CPU and memory as the table ages, with and without compaction"
+    )
+    growth.add_argument("--commits", type=int, default=20_000, help="commits per run (one per request)")
+    growth.add_argument("--window", type=int, default=1000, help="commits per reported window")
+    growth.add_argument("--storage", choices=["seaweedfs", "local"], default="seaweedfs")
+    growth.add_argument("--no-compaction", action="store_true", help="skip the run with compaction alongside")
+    growth.add_argument(
+        "--compaction-interval", type=float, default=60.0, help="the daemon's compaction interval (seconds)"
+    )
+    growth.add_argument(
+        "--naive-commits", type=int, default=20_000, help="commits of the naive loop (0: skip it)"
+    )
+    growth.add_argument("--output", type=Path, help="also write the JSON report here")
     bench_maintenance = bench_kinds.add_parser(
         "maintenance", help="write amplification, small files and read speed with the compaction policy"
     )
@@ -284,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "bench":
+            if args.bench == "growth":
+                from deltaingest.bench.growth import run as run_growth  # noqa: PLC0415
+
+                return run_growth(args)
             if args.bench == "maintenance":
                 from deltaingest.bench.maintenance import run as run_maintenance  # noqa: PLC0415
 

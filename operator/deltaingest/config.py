@@ -115,7 +115,17 @@ class WriterPolicy(Model):
     )
     dead_letter: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
     checkpoint_every: int = Field(
-        default=10, ge=1, description="Write a checkpoint (off the request path) every N versions"
+        default=10,
+        ge=1,
+        description="Write a checkpoint (off the request path) after N versions, time and cost allowing "
+        "(checkpointIntervalSeconds; at least 5 times the last checkpoint's duration after it), and "
+        "always after 50 times N",
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="At most one checkpoint in this many seconds: each rewrites the table's whole state",
     )
     commit_attempts: int = Field(default=5, ge=1, le=100)
     shutdown_grace_seconds: float = Field(

@@ -20,7 +20,7 @@ from deltaingest.ingest.deadletter import DEAD_LETTER_SCHEMA, dead_letter_spec
 from deltaingest.ingest.server import IngestServer, metrics_app
 from deltaingest.locking.factory import build_lock, lock_kind
 from deltaingest.locking.lease import Lock, new_holder_id
-from deltaingest.maintenance.checkpoint import Checkpointer
+from deltaingest.maintenance.checkpoint import Checkpointer, CheckpointSchedule
 from deltaingest.metrics import Metrics
 from deltaingest.protocol import RESCUED_COLUMN
 from deltaingest.table.hot import (
@@ -112,7 +112,10 @@ def _checkpointer(table: HotTable, settings: Settings, metrics: Metrics) -> Chec
     return Checkpointer(
         uri=table.uri,
         options=table.options,
-        every=settings.writer.checkpoint_every,
+        schedule=CheckpointSchedule(
+            every=settings.writer.checkpoint_every,
+            min_interval=settings.writer.checkpoint_interval_seconds,
+        ),
         start_version=table.version(),
         on_fresh=table.offer,
         metrics=metrics,
