@@ -84,3 +84,24 @@ def test_demo_runs_the_daemon_on_a_local_table(tmp_path: Path) -> None:
     )
     assert read.returncode == 0, read.stderr.decode()[-3000:]
     assert b"statistic" in read.stdout and b"count" in read.stdout
+
+
+def test_bench_growth_reports_every_window_of_every_run(tmp_path: Path) -> None:
+    output = tmp_path / "growth.json"
+    sizes = ("--commits", "80", "--window", "40", "--naive-commits", "40", "--compaction-interval", "0.5")
+    result = run_cli("bench", "growth", "--storage", "local", *sizes, "--output", str(output))
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    report = json.loads(output.read_text())
+    writer, daemon, naive = (report["results"][k] for k in ("writer", "daemon_with_compaction", "naive"))
+    assert [w["commits"] for w in writer["windows"]] == [40, 40] == [w["commits"] for w in daemon["windows"]]
+    assert [w["commits"] for w in naive["windows"]] == [40]
+    for window in writer["windows"] + daemon["windows"]:
+        assert (
+            window["ack_ms"]["p99"] > 0
+            and window["writer_cpu_ms_per_commit"] > 0
+            and window["writer_rss_mb"] > 0
+        )
+    assert writer["restart_seconds"] > 0 and writer["commit_failures"] == 0
+    assert daemon["compaction_commits"] >= 1 and daemon["files_at_end"] < 80  # compaction ran alongside
+    assert set(report["targets"]) >= {"p99_last_vs_first", "cpu_last_vs_first", "rss_growth_mb"}
+    assert b"Growth benchmark" in result.stdout

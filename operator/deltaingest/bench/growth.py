@@ -161,7 +161,7 @@ def compaction_effect(
     return {
         "compaction_commits": len(landed),
         "acks_near_compaction_commits": latency_ms(near) if near else None,
-        "acks_elsewhere": latency_ms(elsewhere),
+        "acks_elsewhere": latency_ms(elsewhere) if elsewhere else None,
         "files_at_end": len(table.file_uris()),
     }
 
@@ -297,7 +297,7 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
         "rss_growth_mb": (ratios["rss_growth_mb"], ratios["rss_growth_mb"] < 50.0),
     }
     daemon = results.get("daemon_with_compaction")
-    if daemon and daemon["acks_near_compaction_commits"]:
+    if daemon and daemon["acks_near_compaction_commits"] and daemon["acks_elsewhere"]:
         near = daemon["acks_near_compaction_commits"]["p99"]
         ratio = round(near / daemon["acks_elsewhere"]["p99"], 2)
         clean = daemon["commit_retries"] == 0 and daemon["commit_failures"] == 0
@@ -321,7 +321,7 @@ def summary(report: dict[str, Any]) -> str:
                 f"checkpoints, {result['commit_retries']:.0f} commit retries, "
                 f"{result['commit_failures']:.0f} failed commits"
             )
-        if result.get("acks_near_compaction_commits"):
+        if result.get("acks_near_compaction_commits") and result.get("acks_elsewhere"):
             near, others = result["acks_near_compaction_commits"], result["acks_elsewhere"]
             lines.append(
                 f"    {result['compaction_commits']} compaction commits; the {near['n']} acks within 1 s of "
