@@ -117,9 +117,8 @@ class WriterPolicy(Model):
     checkpoint_every: int = Field(
         default=10,
         ge=1,
-        description="Write a checkpoint (off the request path) after N versions, time and cost allowing "
-        "(checkpointIntervalSeconds; at least 5 times the last checkpoint's duration after it), and "
-        "always after 50 times N",
+        description="Write a checkpoint (off the request path) after N versions, one at a time, no sooner "
+        "than checkpointIntervalSeconds after the last, and always after 50 times N",
     )
     checkpoint_interval_seconds: float = Field(
         default=0.0,
