@@ -51,9 +51,7 @@ EVERY_10 = CheckpointSchedule(every=10, min_interval=2.0)
 )
 def test_a_checkpoint_is_due_at_each_multiple_of_every(last: int, latest: int, every: int, due: bool) -> None:
     """Without a time gate: versions alone decide, at multiples, so replicas pick the same versions."""
-    wait = seconds_until_checkpoint(
-        CheckpointSchedule(every=every), last=last, latest=latest, idle=0
-    )
+    wait = seconds_until_checkpoint(CheckpointSchedule(every=every), last=last, latest=latest, idle=0)
     assert (wait == 0.0) is due and (wait is None) is not due
 
 
