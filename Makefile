@@ -68,6 +68,7 @@ generate: setup
 	$(RUN) deltaingest crd > crds/deltaingest.io_deltatableingests.yaml
 	cp crds/deltaingest.io_deltatableingests.yaml charts/deltaingest/crds/
 	$(RUN) deltaingest openapi --config examples/events.yaml > docs/openapi.json
+	$(RUN) deltaingest openapi --config examples/otlp-logs.yaml > docs/openapi-otlp-logs.json
 
 # The growth benchmark's quick run; the issue's is GROWTH_COMMITS=20000 (about an hour with the naive loop).
 GROWTH_COMMITS ?= 2000

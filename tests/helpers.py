@@ -127,8 +127,9 @@ class WriterProcess:
         log_dir: Path,
         *extra: str,
         command: str = "writer",
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.metrics_port = free_port()
         self.log_path = log_dir / f"{command}-{self.port}.log"
         args = [

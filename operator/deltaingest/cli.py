@@ -16,7 +16,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from deltaingest import __version__
-from deltaingest.config import Settings, load_settings
+from deltaingest.config import Settings, effective_table, load_settings
 from deltaingest.delta_types import SchemaError
 from deltaingest.ingest.committer import Batch
 from deltaingest.ingest.decode import DecodeOptions, decode
@@ -508,13 +508,15 @@ def print_openapi(settings: Settings) -> int:
     from deltaingest.ingest.openapi import openapi_document  # noqa: PLC0415
     from deltaingest.table.schema import arrow_schema  # noqa: PLC0415
 
-    if not settings.table.columns:
+    table = effective_table(settings.table, settings.source)
+    if not table.columns:
         raise ValueError("the settings give no table.schema to describe")
     document = openapi_document(
-        arrow_schema(settings.table.columns),
+        arrow_schema(table.columns),
         policy=settings.writer,
         auth=settings.writer.auth_token_env is not None,
         version=__version__,
+        otlp=settings.source.otlp is not None,
     )
     print(json.dumps(document, indent=2))
     return 0

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from deltaingest.delta_types import parse_type
+from deltaingest.otlp_layout import DATE_COLUMN, LOG_RECORD_COLUMNS
 
 
 class Model(BaseModel):
@@ -272,6 +273,58 @@ class VacuumSpec(VacuumPolicy):
     interval_seconds: float = Field(default=3600.0, gt=0, description="How often the daemon vacuums")
 
 
+class OtlpColumn(Model):
+    """An attribute of every log record given a column of its own (its value as text), besides the JSON."""
+
+    attribute: str = Field(min_length=1, max_length=255, description="Attribute key, e.g. service.name")
+    column: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    scope: Literal["resource", "scope", "record"] = Field(
+        default="resource", description="Whose attributes: the resource's, the scope's or the record's"
+    )
+
+
+class OtlpLogsSpec(Model):
+    """The writer takes OpenTelemetry logs (OTLP/HTTP ``POST /v1/logs``) into a table of log records."""
+
+    columns: list[OtlpColumn] = Field(
+        default_factory=lambda: [OtlpColumn(attribute="service.name", column="service_name")],
+        max_length=64,
+        description="Attributes promoted to columns of their own; default: service.name as service_name",
+    )
+    partition_by_date: bool = Field(
+        default=True, description="Partition the table by the records' UTC date (the date column)"
+    )
+
+    @model_validator(mode="after")
+    def _columns_are_new(self) -> Self:
+        taken = {name for name, _, _ in LOG_RECORD_COLUMNS}
+        names = [c.column for c in self.columns]
+        clashes = sorted({n for n in names if n in taken or names.count(n) > 1})
+        if clashes:
+            raise ValueError(f"source.otlp.columns: {clashes} repeat a column (or one of the log layout's)")
+        return self
+
+
+class SourceSpec(Model):
+    """What the writer takes besides its own API (which it always serves)."""
+
+    otlp: OtlpLogsSpec | None = Field(
+        default=None,
+        description="OTLP/HTTP logs on /v1/logs; the table's schema and partitioning are the log layout",
+    )
+
+
+def effective_table(table: TableSpec, source: SourceSpec) -> TableSpec:
+    """The table as the writer creates and checks it: with ``source.otlp``, the log layout's columns (and
+    the date partition) in place of a schema of the user's."""
+    if source.otlp is None:
+        return table
+    columns = [ColumnSpec(name=n, type=t) for n, t, _ in LOG_RECORD_COLUMNS]
+    columns += [ColumnSpec(name=c.column, type="string") for c in source.otlp.columns]
+    partition_by = [DATE_COLUMN] if source.otlp.partition_by_date else []
+    return table.model_copy(update={"columns": columns, "partition_by": partition_by})
+
+
 class Settings(Model):
     """Everything a ``deltaingest`` process needs besides credentials (which come from the environment)."""
 
@@ -281,11 +334,21 @@ class Settings(Model):
     locking: LockSpec = Field(default_factory=LockSpec)
     compaction: CompactionSpec = Field(default_factory=CompactionSpec)
     vacuum: VacuumSpec = Field(default_factory=VacuumSpec)
+    source: SourceSpec = Field(default_factory=SourceSpec)
 
     @model_validator(mode="after")
     def _dead_letter_retention_fits(self) -> Self:
         check_dead_letter_retention(self.vacuum, self.writer.dead_letter)
+        check_source(self.table, self.source)
         return self
+
+
+def check_source(table: TableSpec, source: SourceSpec) -> None:
+    """A log table's schema and partitions are the layout's: the settings must not give their own."""
+    if source.otlp is not None and (table.columns or table.partition_by):
+        raise ValueError(
+            "source.otlp generates table.schema and table.partitionBy (the log layout): leave both out"
+        )
 
 
 def check_dead_letter_retention(vacuum: VacuumPolicy, dead_letter: DeadLetterSpec) -> None:

@@ -15,6 +15,9 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.ingest_rows = Counter("ingest_rows", "Rows committed to the table", registry=r)
+        self.source_rows = Counter(
+            "ingest_source_rows", "Rows committed to the table by front door", ["source"], registry=r
+        )
         self.ingest_bytes = Counter("ingest_bytes", "Request body bytes accepted (as sent)", registry=r)
         self.ingest_requests = Counter(
             "ingest_requests", "Ingest requests by HTTP status code", ["code"], registry=r

@@ -7,6 +7,9 @@ import re
 
 INGEST_PATH = "/v1/ingest"
 PRODUCERS_PATH = "/v1/producers"
+# OTLP/HTTP's path for logs (the OpenTelemetry protocol specification), with source.otlp.
+OTLP_LOGS_PATH = "/v1/logs"
+PROTOBUF_TYPE = "application/x-protobuf"
 
 PRODUCER_HEADER = "X-Producer-Id"
 SEQUENCE_HEADER = "X-Sequence"

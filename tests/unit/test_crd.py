@@ -179,6 +179,17 @@ BAD = {
             {"invalidRows": "deadLetter", "deadLetter": {"uri": "s3://lake/dead", "retainHours": 0.5}},
         ),
     ),
+    "a log table with a schema of its own": with_changes("spec.source", {"otlp": {}}),
+    "a log table with partitions of its own": with_changes(
+        "spec.source",
+        {"otlp": {}},
+        with_changes("spec.table", {"uri": "s3://lake/logs", "partitionBy": ["day"]}),
+    ),
+    "a promoted attribute over a layout column": with_changes(
+        "spec.source",
+        {"otlp": {"columns": [{"attribute": "a", "column": "body"}]}},
+        with_changes("spec.table", {"uri": "s3://lake/logs"}),
+    ),
     "negative dead-letter retention": with_changes(
         "spec.writer",
         {"invalidRows": "deadLetter", "deadLetter": {"uri": "s3://lake/dead", "retainHours": -1}},
@@ -224,6 +235,10 @@ def full_manifest() -> dict[str, Any]:
         },
         "suspend": False,
         "serviceAccountName": "deltaingest-workloads",
+    }
+    del doc["spec"]["table"]["schema"], doc["spec"]["table"]["partitionBy"]  # generated: a log table
+    doc["spec"]["source"] = {
+        "otlp": {"columns": [{"attribute": "http.route", "column": "route", "scope": "record"}]}
     }
     # Then every remaining field at its model default, written out as a user who sets everything would.
     doc["spec"] = parse_spec(doc["spec"]).model_dump(by_alias=True, exclude_none=True, mode="json")

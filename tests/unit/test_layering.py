@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "deltaingest"
 # Each rule: the modules (a glob under the package), what they may import, what they must not import.
 RULES = [
     ("delta_types.py", (), ("deltaingest",)),
-    ("config.py", ("deltaingest.delta_types",), ("deltaingest",)),
+    ("otlp_layout.py", (), ("deltaingest",)),
+    ("config.py", ("deltaingest.delta_types", "deltaingest.otlp_layout"), ("deltaingest",)),
     ("table/*.py", (), ("deltaingest.maintenance", "deltaingest.ingest", "deltaingest.k8s")),
     ("maintenance/*.py", (), ("deltaingest.ingest", "deltaingest.k8s")),
     ("protocol.py", (), ("deltaingest",)),

@@ -12,7 +12,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from deltaingest import __version__
-from deltaingest.config import WriterSpec, load_settings
+from deltaingest.config import WriterSpec, effective_table, load_settings
 from deltaingest.ingest.openapi import field_schema, openapi_document
 from deltaingest.ingest.server import IngestServer
 from deltaingest.metrics import Metrics
@@ -21,30 +21,49 @@ from deltaingest.table.schema import arrow_schema
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def example_document(**overrides: Any) -> dict[str, Any]:
-    settings = load_settings(ROOT / "examples" / "events.yaml")
-    options = {"policy": settings.writer, "auth": False, "version": __version__}
-    return openapi_document(arrow_schema(settings.table.columns), **(options | overrides))
+DOCUMENTS = {"events.yaml": "openapi.json", "otlp-logs.yaml": "openapi-otlp-logs.json"}
 
 
-def test_the_committed_document_matches_the_code() -> None:
-    path = ROOT / "docs" / "openapi.json"
-    assert json.loads(path.read_text()) == example_document(), f"{path} drifted: run `make generate`"
+def example_document(example: str = "events.yaml", **overrides: Any) -> dict[str, Any]:
+    settings = load_settings(ROOT / "examples" / example)
+    options = {
+        "policy": settings.writer,
+        "auth": False,
+        "version": __version__,
+        "otlp": settings.source.otlp is not None,
+    }
+    columns = effective_table(settings.table, settings.source).columns
+    return openapi_document(arrow_schema(columns), **(options | overrides))
 
 
+@pytest.mark.parametrize("example", DOCUMENTS)
+def test_the_committed_documents_match_the_code(example: str) -> None:
+    path = ROOT / "docs" / DOCUMENTS[example]
+    assert json.loads(path.read_text()) == example_document(example), f"{path} drifted: run `make generate`"
+
+
+@pytest.mark.parametrize("example", DOCUMENTS)
 @pytest.mark.parametrize("auth", [False, True])
-def test_the_document_is_valid_openapi_3_1(auth: bool) -> None:
-    document = example_document(auth=auth)
+def test_the_document_is_valid_openapi_3_1(auth: bool, example: str) -> None:
+    document = example_document(example, auth=auth)
     validate(document)  # raises on any violation of the OpenAPI 3.1 schema
     assert document["openapi"] == "3.1.0"
     ingest = document["paths"]["/v1/ingest"]["post"]["responses"]
     assert ("401" in ingest) is auth and document["security"] == ([{"bearer": []}] if auth else [])
 
 
-def test_every_route_the_writer_serves_is_documented_and_nothing_else() -> None:
+@pytest.mark.parametrize("example", DOCUMENTS)
+def test_every_route_the_writer_serves_is_documented_and_nothing_else(example: str) -> None:
     table = SimpleNamespace(uri="/nowhere", options={}, schema=pa.schema([pa.field("id", pa.int64())]))
+    otlp = load_settings(ROOT / "examples" / example).source.otlp
     server = IngestServer(
-        spec=WriterSpec(), table=table, group=None, latest=None, metrics=Metrics(), auth_token=None
+        spec=WriterSpec(),
+        table=table,
+        group=None,
+        latest=None,
+        metrics=Metrics(),
+        auth_token=None,
+        otlp_logs=otlp,
     )  # type: ignore[arg-type]
     try:
         served = {
@@ -54,7 +73,8 @@ def test_every_route_the_writer_serves_is_documented_and_nothing_else() -> None:
         }
     finally:
         server.close()
-    documented = {(method, path) for path, item in example_document()["paths"].items() for method in item}
+    paths = example_document(example)["paths"]
+    documented = {(method, path) for path, item in paths.items() for method in item}
     assert served == documented
 
 

@@ -47,6 +47,7 @@ class Batch:
     dead: tuple[DeadRow, ...] = ()
     received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     request_id: str | None = None
+    source: str = "http"  # the front door it came in by: "http" (the writer's API) or "otlp"
 
 
 def dead_letter_rows(batches: Sequence[Batch]) -> pa.Table:
@@ -159,6 +160,9 @@ class Committer:
             self._metrics.commit_duration.observe(time.perf_counter() - started)
             self._metrics.table_version.set(result.version)
             rows = sum(b.data.num_rows for b, w in zip(batches, result.written, strict=True) if w)
+            for batch, written in zip(batches, result.written, strict=True):
+                if written and batch.data.num_rows:
+                    self._metrics.source_rows.labels(batch.source).inc(batch.data.num_rows)
             if rows:
                 self._metrics.batch_rows.observe(rows)
                 self._metrics.batch_requests.observe(sum(result.written))

@@ -19,9 +19,11 @@ from deltaingest.protocol import (
     MAX_PRODUCER_ID,
     MAX_SEQUENCE,
     NDJSON_TYPE,
+    OTLP_LOGS_PATH,
     PRODUCER_HEADER,
     PRODUCER_ID_PATTERN,
     PRODUCERS_PATH,
+    PROTOBUF_TYPE,
     REQUEST_ID_HEADER,
     SEQUENCE_HEADER,
 )
@@ -141,8 +143,69 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(schema: pa.Schema, *, policy: WriterPolicy, auth: bool, version: str) -> dict[str, Any]:
-    """The document for a writer of a table with ``schema`` that follows ``policy``."""
+_OTLP_ANSWERS = {
+    400: "Not an ExportLogsServiceRequest (or a bad header); nothing written.",
+    401: "Missing or wrong bearer token.",
+    408: "The body did not arrive in time.",
+    413: "The body, or its gzip content, is over `maxRequestBytes`.",
+    415: "Neither `application/x-protobuf` nor `application/json`, or a compression other than gzip.",
+    429: "Over the in-flight byte budget: the exporter retries after `Retry-After`.",
+    503: "The commit failed, the table is unreachable, or the writer is shutting down: retried.",
+    500: "A bug in the writer.",
+}
+
+
+def _otlp(schema: str, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An OTLP answer: the protobuf message (binary) or its OTLP JSON, whichever the request was."""
+    return {
+        "description": description,
+        "headers": headers or {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}},
+        "content": {
+            PROTOBUF_TYPE: {"schema": {"type": "string", "contentMediaType": PROTOBUF_TYPE}},
+            JSON_TYPE: {"schema": {"type": "object", "description": f"`{schema}` in OTLP's JSON encoding"}},
+        },
+    }
+
+
+def _otlp_logs(auth: bool) -> dict[str, Any]:
+    """``POST /v1/logs``, as the OTLP specification defines it (the messages are opentelemetry-proto's)."""
+    retry = {
+        REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"},
+        "Retry-After": {"$ref": "#/components/headers/RetryAfter"},
+    }
+    errors = {
+        str(status): _otlp("google.rpc.Status", text, retry if status in (429, 503) else None)
+        for status, text in _OTLP_ANSWERS.items()
+        if auth or status != 401
+    }
+    return {
+        "operationId": "exportLogs",
+        "summary": "OpenTelemetry logs (OTLP/HTTP), with source.otlp",
+        "description": "An `ExportLogsServiceRequest` in protobuf or OTLP's JSON (hex trace and span ids), "
+        "gzip or not, as OpenTelemetry exporters send it. Answered once its records are committed; "
+        "at least once: a retried export whose answer was lost is written again.",
+        "requestBody": {
+            "required": True,
+            "content": {
+                PROTOBUF_TYPE: {"schema": {"type": "string", "contentMediaType": PROTOBUF_TYPE}},
+                JSON_TYPE: {"schema": {"type": "object"}},
+            },
+        },
+        "responses": {
+            "200": _otlp(
+                "ExportLogsServiceResponse",
+                "Committed; `partial_success.rejected_log_records` counts those in the dead-letter table.",
+            ),
+            **errors,
+        },
+    }
+
+
+def openapi_document(
+    schema: pa.Schema, *, policy: WriterPolicy, auth: bool, version: str, otlp: bool = False
+) -> dict[str, Any]:
+    """The document for a writer of a table with ``schema`` that follows ``policy`` (``otlp``: and takes
+    OTLP logs, with ``source.otlp``)."""
     open_rows = policy.unknown_fields != "reject" or policy.schema_evolution == "addColumns"
     row = object_schema(list(schema), additional=open_rows)
     dead_lettering = policy.invalid_rows == "deadLetter"
@@ -215,6 +278,7 @@ def openapi_document(schema: pa.Schema, *, policy: WriterPolicy, auth: bool, ver
                     "responses": ingest_responses,
                 }
             },
+            **({OTLP_LOGS_PATH: {"post": _otlp_logs(auth)}} if otlp else {}),
             f"{PRODUCERS_PATH}/{{producerId}}": {
                 "get": {
                     "operationId": "getProducer",

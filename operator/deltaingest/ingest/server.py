@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import hmac
 import logging
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,11 +19,12 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from deltaingest import __version__
-from deltaingest.config import WriterSpec
+from deltaingest.config import OtlpLogsSpec, WriterSpec
 from deltaingest.delta_types import type_name
+from deltaingest.ingest import otlp
 from deltaingest.ingest.batcher import GroupCommitter
 from deltaingest.ingest.committer import Batch
-from deltaingest.ingest.decode import DecodeOptions, decode
+from deltaingest.ingest.decode import Decoded, DecodeOptions, decode
 from deltaingest.ingest.errors import (
     BadRequest,
     IngestError,
@@ -34,8 +38,10 @@ from deltaingest.metrics import Metrics
 from deltaingest.protocol import (
     INGEST_PATH,
     MAX_SEQUENCE,
+    OTLP_LOGS_PATH,
     PRODUCER_HEADER,
     PRODUCERS_PATH,
+    PROTOBUF_TYPE,
     REQUEST_ID_HEADER,
     SEQUENCE_HEADER,
     producer_id_problem,
@@ -57,8 +63,10 @@ class IngestServer:
         latest: LatestView,
         metrics: Metrics,
         auth_token: str | None,
+        otlp_logs: OtlpLogsSpec | None = None,
     ) -> None:
         self._spec = spec
+        self._otlp = otlp_logs
         self._table = table
         self._group = group
         self._metrics = metrics
@@ -81,6 +89,8 @@ class IngestServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._spec.max_request_bytes, middlewares=[json_errors])
         app.router.add_post(INGEST_PATH, self.ingest)
+        if self._otlp is not None:
+            app.router.add_post(OTLP_LOGS_PATH, self.otlp_logs)
         # Any characters, '/' and newlines included, so that a bad id gets its 400 rather than a 404.
         app.router.add_get(PRODUCERS_PATH + r"/{producer:[\s\S]+}", self.producer_info)
         app.router.add_get("/v1/table", self.table_info)
@@ -91,10 +101,85 @@ class IngestServer:
 
     async def ingest(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        reserved = 0
         try:
             self._authorize(request)
             producer, sequence = _identity(request)
+            async with self._body(request) as body:
+                decoded = await self._decode(
+                    lambda: decode(
+                        body,
+                        content_type=request.headers.get("Content-Type"),
+                        content_encoding=request.headers.get("Content-Encoding"),
+                        schema=self._table.schema,
+                        options=self._decode_options,
+                    )
+                )
+                batch = Batch(
+                    decoded.table, producer, sequence, dead=decoded.dead, request_id=request[REQUEST_ID_KEY]
+                )
+                ack = await self._group.submit(batch)
+            payload: dict[str, Any] = {"version": ack.version, "rows": ack.rows}
+            if self._spec.invalid_rows == "deadLetter":
+                payload["deadLettered"] = ack.dead_lettered
+            if ack.duplicate:
+                payload["duplicate"] = True
+            response = web.json_response(payload)
+        except IngestError as err:
+            response = web.json_response(err.body(), status=err.status, headers=_retry_after(err))
+            _log_failure(err)
+        self._answered(response, started)
+        return response
+
+    async def otlp_logs(self, request: web.Request) -> web.Response:
+        """OTLP/HTTP ``POST /v1/logs``: the same limits, decoding checks, group commit and dead letters as
+        ingest, answered as OTLP says (protobuf or JSON, as the request was). No exactly-once: an OTLP
+        exporter sends no sequence, so a retry of a request whose answer was lost is written again."""
+        started = time.perf_counter()
+        media = PROTOBUF_TYPE
+        try:
+            media = otlp.media_type(request.headers.get("Content-Type"))
+            self._authorize(request)
+            if PRODUCER_HEADER in request.headers or SEQUENCE_HEADER in request.headers:
+                raise BadRequest(f"{PRODUCER_HEADER} and {SEQUENCE_HEADER} are for {INGEST_PATH}, not OTLP")
+            spec = self._otlp
+            assert spec is not None  # the route is there with source.otlp only
+            async with self._body(request) as body:
+                decoded = await self._decode(
+                    lambda: otlp.decode_logs(
+                        body,
+                        media=media,
+                        content_encoding=request.headers.get("Content-Encoding"),
+                        spec=spec,
+                        schema=self._table.schema,
+                        options=self._decode_options,
+                        received=dt.datetime.now(dt.UTC),
+                    )
+                )
+                rejected = 0
+                if decoded.table.num_rows or decoded.dead:  # an empty export is a success with no commit
+                    batch = Batch(
+                        decoded.table, dead=decoded.dead, request_id=request[REQUEST_ID_KEY], source="otlp"
+                    )
+                    rejected = (await self._group.submit(batch)).dead_lettered
+            message = f"{rejected} log record(s) did not fit the table: see the dead-letter table"
+            body = otlp.success_body(rejected, media, message if rejected else "")
+            response = web.Response(body=body, content_type=media)
+        except IngestError as err:
+            response = web.Response(
+                body=otlp.error_body(err, media),
+                status=err.status,
+                content_type=media,
+                headers=_retry_after(err),
+            )
+            _log_failure(err)
+        self._answered(response, started)
+        return response
+
+    @contextlib.asynccontextmanager
+    async def _body(self, request: web.Request) -> AsyncIterator[bytes]:
+        """The request's body, held against the in-flight budget until the block (its commit) ends."""
+        reserved = 0
+        try:
             declared = request.content_length
             if declared is not None and declared > self._spec.max_request_bytes:
                 raise PayloadTooLarge(
@@ -115,38 +200,20 @@ class IngestServer:
             if declared is None:  # chunked upload: count it now that its size is known
                 reserved = self._reserve(len(body))
             self._metrics.ingest_bytes.inc(len(body))
-            decoding = time.perf_counter()
-            decoded = await asyncio.get_running_loop().run_in_executor(
-                self._decoders,
-                lambda: decode(
-                    body,
-                    content_type=request.headers.get("Content-Type"),
-                    content_encoding=request.headers.get("Content-Encoding"),
-                    schema=self._table.schema,
-                    options=self._decode_options,
-                ),
-            )
-            self._metrics.commit_stage.labels("decode").observe(time.perf_counter() - decoding)
-            batch = Batch(
-                decoded.table, producer, sequence, dead=decoded.dead, request_id=request[REQUEST_ID_KEY]
-            )
-            ack = await self._group.submit(batch)
-            payload: dict[str, Any] = {"version": ack.version, "rows": ack.rows}
-            if self._spec.invalid_rows == "deadLetter":
-                payload["deadLettered"] = ack.dead_lettered
-            if ack.duplicate:
-                payload["duplicate"] = True
-            response = web.json_response(payload)
-        except IngestError as err:
-            response = web.json_response(err.body(), status=err.status, headers=_retry_after(err))
-            if err.status >= 500:
-                log.warning("ingest failed: %s", err.message)
+            yield body
         finally:
             self._inflight -= reserved
             self._metrics.inflight_bytes.set(self._inflight)
+
+    async def _decode(self, work: Callable[[], Decoded]) -> Decoded:
+        decoding = time.perf_counter()
+        decoded = await asyncio.get_running_loop().run_in_executor(self._decoders, work)
+        self._metrics.commit_stage.labels("decode").observe(time.perf_counter() - decoding)
+        return decoded
+
+    def _answered(self, response: web.Response, started: float) -> None:
         self._metrics.ingest_requests.labels(str(response.status)).inc()
         self._metrics.request_duration.observe(time.perf_counter() - started)
-        return response
 
     def _authorize(self, request: web.Request) -> None:
         if self._auth is None:
@@ -204,6 +271,7 @@ class IngestServer:
             policy=self._spec,
             auth=self._auth is not None,
             version=__version__,
+            otlp=self._otlp is not None,
         )
         return web.json_response(document)
 
@@ -264,6 +332,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 class _Unauthorized(IngestError):
     status = 401
+
+
+def _log_failure(err: IngestError) -> None:
+    if err.status >= 500:
+        log.warning("ingest failed: %s", err.message)
 
 
 def _identity(request: web.Request) -> tuple[str | None, int | None]:

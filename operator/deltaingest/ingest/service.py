@@ -11,9 +11,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from aiohttp import web
 
-from deltaingest.config import Settings
+from deltaingest.config import Settings, effective_table
 from deltaingest.ingest.batcher import GroupCommitter
 from deltaingest.ingest.committer import Committer
 from deltaingest.ingest.deadletter import DEAD_LETTER_SCHEMA, dead_letter_spec
@@ -31,6 +32,7 @@ from deltaingest.table.hot import (
     locate_dead_letters,
     open_table,
 )
+from deltaingest.table.schema import arrow_schema
 from deltaingest.table.storage import redact
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,13 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
     # The lock first: a misconfigured lock must fail the start before a missing table gets created.
     lock = build_lock(settings.locking, uri, scope="commit", holder=holder)
     try:
-        loaded = open_table(uri, settings.table, options)
+        table_spec = effective_table(settings.table, settings.source)
+        loaded = open_table(uri, table_spec, options)
         if settings.writer.unknown_fields == "rescue":
             loaded = ensure_column(uri, options, loaded, RESCUED_COLUMN)
         table = HotTable(uri, options, loaded)
+        if settings.source.otlp is not None:
+            _check_columns(table, arrow_schema(table_spec.columns), "table.uri", "OTLP log layout")
         located = locate_dead_letters(settings)
         dead_letters = open_dead_letters(*located) if located else None
     except BaseException:
@@ -94,16 +99,19 @@ def open_writer(settings: Settings, metrics: Metrics | None = None) -> Writer:
     return Writer(table, lock, committer, checkpointer, metrics, dead_letter_checkpointer)
 
 
+def _check_columns(table: HotTable, expected: pa.Schema, setting: str, what: str) -> None:
+    """Refuse to start on a table that lacks (or mistypes) a column the writer fills."""
+    missing = [f.name for f in expected if f not in table.schema]
+    if missing:
+        raise ValueError(f"{setting} {table.uri} is a Delta table without the {what} columns {missing}")
+
+
 def open_dead_letters(dead_uri: str, options: dict[str, str]) -> HotTable:
     """The dead-letter table, created when missing; refused when its columns are not the dead-letter
     table's."""
     loaded = open_table(dead_uri, dead_letter_spec(dead_uri), options)
     table = HotTable(dead_uri, options, loaded)
-    missing = [f.name for f in DEAD_LETTER_SCHEMA if f not in table.schema]
-    if missing:
-        raise ValueError(
-            f"writer.deadLetter.uri {dead_uri} is a Delta table without the dead-letter columns {missing}"
-        )
+    _check_columns(table, DEAD_LETTER_SCHEMA, "writer.deadLetter.uri", "dead-letter")
     log.info("dead letters go to %s at version %d", dead_uri, table.version())
     return table
 
@@ -148,6 +156,7 @@ async def serve(
         latest=LatestView(writer.table.uri, writer.table.options),
         metrics=writer.metrics,
         auth_token=token,
+        otlp_logs=settings.source.otlp,
     )
     # auto_decompress off: decode() inflates gzip itself, bounded by maxRequestBytes (a zip bomb stops early).
     runner = web.AppRunner(

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deltaingest.config import effective_table
 from deltaingest.k8s.messages import one_line
 from deltaingest.k8s.render import selector_string
 from deltaingest.k8s.spec import (
@@ -226,7 +227,8 @@ def status(observed: Observed) -> DeltaTableIngestStatus:
     ):
         found[kind] = _condition(observed, kind, state, reason, message)
     found["Ready"] = _condition(observed, "Ready", *_ready(found, observed))
-    declared = {c.name.lower() for c in observed.spec.table.columns}  # Delta names are case-insensitive
+    spec = observed.spec
+    declared = {c.name.lower() for c in effective_table(spec.table, spec.source).columns}  # case-insensitive
     columns = observed.table.columns if observed.table is not None else ()
     table = TableStatus(
         **_facts(observed.table, observed.now).model_dump(),

@@ -10,6 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from deltaingest.config import effective_table
 from deltaingest.delta_types import type_name
 from deltaingest.k8s.conditions import Probe
 from deltaingest.k8s.messages import explain
@@ -24,7 +25,7 @@ PROBE_RETRIES = {"max_retries": "2", "retry_timeout": "10s"}
 
 def probe_table(spec: DeltaTableIngestSpec, environ: Mapping[str, str]) -> Probe:
     """The table's version and file counts, read from its log with the workloads' credentials."""
-    creates = spec.table.create_if_missing and bool(spec.table.columns)
+    creates = spec.table.create_if_missing and bool(effective_table(spec.table, spec.source).columns)
     return _probe(spec.table.uri, spec, environ, created_by_writer=creates)
 
 

@@ -108,6 +108,7 @@ def workload_settings(spec: DeltaTableIngestSpec) -> Settings:
         locking=LockSpec(**_policy(spec.locking, LockPolicy), kind=spec.locking.kind),
         compaction=CompactionSpec(**_policy(spec.compaction, CompactionPolicy)),
         vacuum=VacuumSpec(**_policy(spec.vacuum, VacuumPolicy)),
+        source=spec.source,
     )
 
 

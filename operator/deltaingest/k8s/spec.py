@@ -21,11 +21,15 @@ from deltaingest.config import (
     DeadLetterSpec,
     LockPolicy,
     Model,
+    OtlpLogsSpec,
+    SourceSpec,
     TableSpec,
     VacuumPolicy,
     WriterPolicy,
     check_dead_letter_retention,
+    check_source,
 )
+from deltaingest.otlp_layout import LOG_RECORD_COLUMNS
 
 GROUP = "deltaingest.io"
 VERSION = "v1alpha1"
@@ -91,6 +95,28 @@ class Table(TableSpec):
 
     uri: str = Field(  # required here, optional in a settings file
         pattern=TABLE_URI_PATTERN, description="s3://bucket/path of the table (any S3-compatible store)"
+    )
+
+
+class OtlpLogs(OtlpLogsSpec):
+    """OTLP/HTTP logs into a table of the log layout (its columns generated)."""
+
+    model_config = _cel(
+        (
+            "!has(self.columns) || self.columns.all(c, !(c.column in ["
+            + ", ".join(f"'{name}'" for name, _, _ in LOG_RECORD_COLUMNS)
+            + "]) && self.columns.exists_one(d, d.column == c.column))",
+            "source.otlp.columns repeat a column (or one of the log layout's)",
+        )
+    )
+
+
+class Source(SourceSpec):
+    """What the writer takes besides its own API."""
+
+    otlp: OtlpLogs | None = Field(
+        default=None,
+        description="OTLP/HTTP logs on /v1/logs; the table's schema and partitioning are the log layout",
     )
 
 
@@ -209,6 +235,12 @@ class DeltaTableIngestSpec(Model):
             "self.writer.deadLetter.retainHours >= 1.0",
             "full vacuum needs writer.deadLetter.retainHours of at least 1",
         ),
+        (
+            "!has(self.source) || !has(self.source.otlp) || "
+            "((!has(self.table.schema) || size(self.table.schema) == 0) && "
+            "(!has(self.table.partitionBy) || size(self.table.partitionBy) == 0))",
+            "source.otlp generates table.schema and table.partitionBy (the log layout): leave both out",
+        ),
     )
 
     table: Table
@@ -217,6 +249,7 @@ class DeltaTableIngestSpec(Model):
     writer: Writer = Field(default_factory=Writer)
     compaction: Compaction = Field(default_factory=Compaction)
     vacuum: Vacuum = Field(default_factory=Vacuum)
+    source: Source = Field(default_factory=Source)
     pods: Pods = Field(default_factory=Pods)
     suspend: bool = Field(default=False, description="Scale writers to 0 and suspend both CronJobs")
     service_account_name: str | None = Field(
@@ -228,6 +261,7 @@ class DeltaTableIngestSpec(Model):
         if self.writer.replicas > 1 and self.locking.kind != "dynamodb":
             raise ValueError("more than one writer replica needs locking.kind: dynamodb")
         check_dead_letter_retention(self.vacuum, self.writer.dead_letter)
+        check_source(self.table, self.source)
         return self
 
 
