@@ -1,12 +1,13 @@
 """``make fuzz``: the property tests with random seeds and a large budget, for as long as ``FUZZ_SECONDS``.
 
-Rounds alternate between the decoder's properties (``tests/unit/test_decode_properties.py``) and the HTTP
-property against a live writer on SeaweedFS (``tests/integration/test_writer_properties.py``: NDJSON, JSON,
-gzip and Arrow IPC bodies, damaged; never a 5xx, never a hang, the table holds exactly the acknowledged
-rows, dead letters included). Each round is one pytest run with a fresh ``--hypothesis-seed`` and
-``FUZZ_CHUNK`` examples per property; the rounds go on until every property has had ``FUZZ_EXAMPLES``
-examples or ``FUZZ_SECONDS`` have passed. A failing round's seed, log and the command that replays it are
-printed; the run ends with a JSON summary (answers by status code over HTTP) and exits 1 if any failed.
+Rounds alternate between the decoders' properties (``tests/unit/test_decode_properties.py``, and OTLP's in
+``tests/unit/test_otlp.py``) and the HTTP property against a live writer on SeaweedFS
+(``tests/integration/test_writer_properties.py``: NDJSON, JSON, gzip and Arrow IPC bodies, damaged; never
+a 5xx, never a hang, the table holds exactly the acknowledged rows, dead letters included). Each round is
+one pytest run with a fresh ``--hypothesis-seed`` and ``FUZZ_CHUNK`` examples per property; the rounds go
+on until every property has had ``FUZZ_EXAMPLES`` examples or ``FUZZ_SECONDS`` have passed. A failing
+round's seed, log and the command that replays it are printed; the run ends with a JSON summary (answers
+by status code over HTTP) and exits 1 if any failed.
 
     FUZZ_SECONDS=1800 make fuzz                          # the defaults: 30 minutes, 20,000 per property
     HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=500 .venv/bin/pytest <test> --hypothesis-seed=<seed>   # replay
@@ -98,7 +99,9 @@ def main() -> int:
     chunk = int(os.environ.get("FUZZ_CHUNK", "1000"))
     OUT.mkdir(exist_ok=True)
     targets = [
-        Target("decode", ["tests/unit/test_decode_properties.py"], chunk=chunk * 2),
+        Target(
+            "decode", ["tests/unit/test_decode_properties.py", "tests/unit/test_otlp.py"], chunk=chunk * 2
+        ),
         Target("http", ["tests/integration/test_writer_properties.py"], chunk=chunk // 2),
     ]
     started = time.monotonic()

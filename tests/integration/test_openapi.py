@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deltalake import DeltaTable
@@ -18,9 +19,12 @@ pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
-@pytest.mark.parametrize("auth", [False, True], ids=["open", "bearer-token"])
+@pytest.mark.parametrize(
+    ("auth", "logs"), [(False, False), (True, False), (True, True)], ids=["open", "bearer-token", "otlp-logs"]
+)
 def test_schemathesis_finds_nothing(
     auth: bool,
+    logs: bool,
     s3_uri: str,
     cloud_env: dict[str, str],
     lock_table: str,
@@ -28,13 +32,15 @@ def test_schemathesis_finds_nothing(
     writers: list[WriterProcess],
 ) -> None:
     writer_settings = {"authTokenEnv": "INGEST_TOKEN"} if auth else {}
+    log_table: dict[str, Any] = {"schema": [], "source": {"otlp": {}}} if logs else {}
     config = settings_file(
-        tmp_path, writer=writer_settings, locking={"kind": "dynamodb", "tableName": lock_table}
+        tmp_path, writer=writer_settings, locking={"kind": "dynamodb", "tableName": lock_table}, **log_table
     )
     env = {**cloud_env, "INGEST_TOKEN": "s3cret"} if auth else cloud_env
     (writer,) = start_writers(1, s3_uri, config, env, tmp_path, writers)
     document = get(f"{writer.url}/v1/openapi.json")
     assert document.status == 200 and document.body["openapi"] == "3.1.0"
+    assert ("/v1/logs" in document.body["paths"]) is logs
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
         f"{writer.url}/v1/openapi.json", "--checks", "all", "--max-examples", "60", "--seed", "1",

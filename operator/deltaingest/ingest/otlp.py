@@ -51,8 +51,14 @@ _CODES = {
 }
 
 
+def answer_type(content_type: str | None) -> str:
+    """The encoding of the answer: JSON for a JSON request, else protobuf (OTLP's default)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return JSON_TYPE if media == JSON_TYPE else PROTOBUF_TYPE
+
+
 def media_type(content_type: str | None) -> str:
-    """The request's encoding, protobuf or JSON; anything else is refused (in protobuf, OTLP's default)."""
+    """The request's encoding, protobuf or JSON; anything else is refused."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media not in (PROTOBUF_TYPE, JSON_TYPE):
         raise UnsupportedMediaType(
@@ -96,6 +102,8 @@ def parse_request(data: bytes, media: str) -> ExportLogsServiceRequest:
         raise BadRequest(f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
     try:
         document = json.loads(text)
+        if not isinstance(document, dict):  # ParseDict takes a list as an empty message (schemathesis)
+            raise ValueError(f"the body is a JSON {type(document).__name__}, not an object")
         json_format.ParseDict(_ids_to_base64(document), request, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as err:
         raise BadRequest(f"not an OTLP ExportLogsServiceRequest in JSON: {err}") from None

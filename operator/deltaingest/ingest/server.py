@@ -41,7 +41,6 @@ from deltaingest.protocol import (
     OTLP_LOGS_PATH,
     PRODUCER_HEADER,
     PRODUCERS_PATH,
-    PROTOBUF_TYPE,
     REQUEST_ID_HEADER,
     SEQUENCE_HEADER,
     producer_id_problem,
@@ -135,10 +134,11 @@ class IngestServer:
         ingest, answered as OTLP says (protobuf or JSON, as the request was). No exactly-once: an OTLP
         exporter sends no sequence, so a retry of a request whose answer was lost is written again."""
         started = time.perf_counter()
-        media = PROTOBUF_TYPE
+        content_type = request.headers.get("Content-Type")
+        media = otlp.answer_type(content_type)
         try:
-            media = otlp.media_type(request.headers.get("Content-Type"))
-            self._authorize(request)
+            self._authorize(request)  # before anything else: 401 whatever the body
+            otlp.media_type(content_type)
             if PRODUCER_HEADER in request.headers or SEQUENCE_HEADER in request.headers:
                 raise BadRequest(f"{PRODUCER_HEADER} and {SEQUENCE_HEADER} are for {INGEST_PATH}, not OTLP")
             spec = self._otlp
