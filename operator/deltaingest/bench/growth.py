@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import http.client
-import json
 import os
 import shutil
 import subprocess
@@ -32,7 +31,7 @@ from typing import Any
 import yaml
 from deltalake import DeltaTable, write_deltalake
 
-from deltaingest.bench.stats import latency_ms
+from deltaingest.bench.stats import latency_ms, publish
 from deltaingest.bench.writer import SCHEMA, _arrow_batch, _ndjson, metric, wait_ready
 from deltaingest.devservers import SeaweedFS, free_port
 from deltaingest.protocol import NDJSON_TYPE
@@ -281,11 +280,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report["targets"] = _targets(report["results"])
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(summary(report))
+    publish(report, args.output, summary(report))
     return 0
 
 

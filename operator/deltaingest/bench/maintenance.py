@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 from deltalake import DeltaTable
 
+from deltaingest.bench.stats import publish
 from deltaingest.bench.writer import SCHEMA, _arrow_batch
 from deltaingest.config import CompactionSpec, Settings
 from deltaingest.devservers import SeaweedFS
@@ -135,11 +136,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     report = _report(measured, policy, args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(_summary(report))
+    publish(report, args.output, _summary(report))
     return 0 if report["targets"]["rows_unchanged"]["met"] else 1
 
 

@@ -1,9 +1,12 @@
-"""Latency summaries shared by the benchmarks."""
+"""Latency summaries and the report output shared by the benchmarks."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -23,3 +26,12 @@ def latency_ms(values: Sequence[float]) -> dict[str, float]:
         "mean": round(sum(values) / len(values) * 1000, 2),
         "n": len(values),
     }
+
+
+def publish(report: dict[str, Any], output: Path | None, summary: str) -> None:
+    """Print a benchmark's JSON report (and write it to ``output``), then its human summary."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if output:
+        output.write_text(text + "\n")
+    print(summary)

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deltaingest.bench.floor import FLOOR_STEPS, measure_floor
 from deltaingest.bench.s3trace import S3Trace, s3_trace
-from deltaingest.bench.stats import latency_ms
+from deltaingest.bench.stats import latency_ms, publish
 from deltaingest.config import Settings
 from deltaingest.devservers import MotoDynamoDB, SeaweedFS, free_port
 from deltaingest.ingest.committer import Batch
@@ -456,11 +456,7 @@ def run(args: argparse.Namespace) -> int:
         ),
     }
     report["targets"] = _check_targets(report["results"])
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(_summary(report))
+    publish(report, args.output, _summary(report))
     return 0
 
 
