@@ -314,15 +314,19 @@ class SourceSpec(Model):
     )
 
 
+def log_columns(otlp: OtlpLogsSpec) -> list[ColumnSpec]:
+    """The columns of a log table: the layout's, then the promoted attributes' (text)."""
+    layout = [ColumnSpec(name=n, type=t) for n, t, _ in LOG_RECORD_COLUMNS]
+    return layout + [ColumnSpec(name=c.column, type="string") for c in otlp.columns]
+
+
 def effective_table(table: TableSpec, source: SourceSpec) -> TableSpec:
     """The table as the writer creates and checks it: with ``source.otlp``, the log layout's columns (and
     the date partition) in place of a schema of the user's."""
     if source.otlp is None:
         return table
-    columns = [ColumnSpec(name=n, type=t) for n, t, _ in LOG_RECORD_COLUMNS]
-    columns += [ColumnSpec(name=c.column, type="string") for c in source.otlp.columns]
     partition_by = [DATE_COLUMN] if source.otlp.partition_by_date else []
-    return table.model_copy(update={"columns": columns, "partition_by": partition_by})
+    return table.model_copy(update={"columns": log_columns(source.otlp), "partition_by": partition_by})
 
 
 class Settings(Model):

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import pyarrow as pa
 from deltalake import write_deltalake
@@ -47,7 +48,7 @@ class Batch:
     dead: tuple[DeadRow, ...] = ()
     received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     request_id: str | None = None
-    source: str = "http"  # the front door it came in by: "http" (the writer's API) or "otlp"
+    source: Literal["http", "otlp"] = "http"  # the front door: the writer's own API, or OTLP logs
 
 
 def dead_letter_rows(batches: Sequence[Batch]) -> pa.Table:

@@ -28,15 +28,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from deltaingest.config import OtlpColumn, OtlpLogsSpec
-from deltaingest.delta_types import parse_type
+from deltaingest.config import OtlpColumn, OtlpLogsSpec, log_columns
 from deltaingest.ingest.decode import MAX_JSON_DEPTH, Decoded, DecodeOptions, conform, decompress, json_depth
 from deltaingest.ingest.errors import BadRequest, IngestError, UnsupportedMediaType
 from deltaingest.otlp_layout import LOG_RECORD_COLUMNS
 from deltaingest.protocol import JSON_TYPE, PROTOBUF_TYPE
+from deltaingest.table.schema import arrow_schema
 
 _MICROS_PER_DAY = 86_400_000_000
-_LAYOUT = pa.schema([pa.field(name, parse_type(kind)) for name, kind, _ in LOG_RECORD_COLUMNS])
 # google.rpc.Code for each status the writer answers with (OTLP/HTTP carries both).
 _CODES = {
     400: code_pb2.INVALID_ARGUMENT,
@@ -143,7 +142,7 @@ def _items(parent: Any, *keys: str) -> list[dict[str, Any]]:
 def log_rows(request: ExportLogsServiceRequest, spec: OtlpLogsSpec, received: dt.datetime) -> pa.Table:
     """One row per log record: the layout's columns, then the promoted attributes."""
     arrival = int(received.timestamp() * 1_000_000)
-    columns: dict[str, list[Any]] = {name: [] for name in _LAYOUT.names}
+    columns: dict[str, list[Any]] = {name: [] for name, _, _ in LOG_RECORD_COLUMNS}
     promoted: dict[str, list[str | None]] = {c.column: [] for c in spec.columns}
     for resource_logs in request.resource_logs:
         resource = resource_logs.resource.attributes
@@ -157,11 +156,10 @@ def log_rows(request: ExportLogsServiceRequest, spec: OtlpLogsSpec, received: dt
                 columns["scope_name"].append(scope.name or None)
                 columns["scope_version"].append(scope.version or None)
                 columns["scope_attributes"].append(scope_json)
+                owners = {"resource": resource, "scope": scope.attributes, "record": record.attributes}
                 for column in spec.columns:
-                    owner = {"resource": resource, "scope": scope.attributes, "record": record.attributes}
-                    promoted[column.column].append(_attribute_text(owner[column.scope], column))
-    fields = [*_LAYOUT, *(pa.field(c.column, pa.string()) for c in spec.columns)]
-    return pa.Table.from_pydict({**columns, **promoted}, schema=pa.schema(fields))
+                    promoted[column.column].append(_attribute_text(owners[column.scope], column))
+    return pa.Table.from_pydict({**columns, **promoted}, schema=arrow_schema(log_columns(spec)))
 
 
 def _add_record(columns: dict[str, list[Any]], record: LogRecord, arrival: int) -> None:

@@ -162,8 +162,8 @@ class IngestServer:
                     )
                     rejected = (await self._group.submit(batch)).dead_lettered
             message = f"{rejected} log record(s) did not fit the table: see the dead-letter table"
-            body = otlp.success_body(rejected, media, message if rejected else "")
-            response = web.Response(body=body, content_type=media)
+            answer = otlp.success_body(rejected, media, message if rejected else "")
+            response = web.Response(body=answer, content_type=media)
         except IngestError as err:
             response = web.Response(
                 body=otlp.error_body(err, media),
